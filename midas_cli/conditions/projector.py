@@ -1,0 +1,43 @@
+"""Condition features → backbone-width tokens, one type embedding per modality.
+
+Per chunk of F frames: F audio tokens, F listen tokens (the interlocutor, when duplex), F pose
+tokens and one text token. Audio and listen share the audio MLP (the sound-to-meaning map is
+the same); their type embeddings say whose voice it is.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+AUDIO, LISTEN, POSE, TEXT = range(4)
+
+
+def _mlp(d_in: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(approximate="tanh"), nn.Linear(d_out, d_out))
+
+
+class ConditionProjector(nn.Module):
+    def __init__(self, audio_dim: int, pose_dim: int, text_dim: int, hidden: int, frames_per_chunk: int,
+                 duplex: bool):
+        super().__init__()
+        self.duplex = duplex
+        self.audio = _mlp(audio_dim, hidden)
+        self.pose = _mlp(pose_dim, hidden)
+        self.text = _mlp(text_dim, hidden)
+        self.type_embed = nn.Embedding(4, hidden)
+        self.slot_embed = nn.Embedding(frames_per_chunk, hidden)  # which frame of the chunk
+        nn.init.normal_(self.type_embed.weight, std=0.02)
+        nn.init.normal_(self.slot_embed.weight, std=0.02)
+
+    def forward(self, audio, pose, text, listen=None) -> torch.Tensor:
+        """audio, listen (…, F, A), pose (…, F, P), text (…, D) → tokens (…, Lc, H)."""
+        slots = self.slot_embed.weight  # (F, H)
+        parts = [self.audio(audio) + self.type_embed.weight[AUDIO] + slots]
+        if self.duplex:
+            if listen is None:
+                raise ValueError("duplex model needs listen-audio features (silence when absent)")
+            parts.append(self.audio(listen) + self.type_embed.weight[LISTEN] + slots)
+        parts.append(self.pose(pose) + self.type_embed.weight[POSE] + slots)
+        parts.append((self.text(text) + self.type_embed.weight[TEXT]).unsqueeze(-2))
+        return torch.cat(parts, dim=-2)

@@ -1,0 +1,62 @@
+"""Frames ⇄ tokens through a deep-compression autoencoder (diffusers `AutoencoderDC`).
+
+A frame (B, 3, H, W) in [-1, 1] becomes a latent (B, C, H/r, W/r), multiplied by the config's
+`scaling_factor` so it has roughly unit variance, then flattened row-major into N = (H/r)(W/r)
+tokens of C channels. Decoding is frame by frame (no temporal layers), which is what lets the
+streaming engine hand each frame to ffmpeg as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from midas_cli.model.config import AutoencoderConfig
+
+
+def build_dcae(cfg: AutoencoderConfig, pretrained_path: str | None = None, **load_kwargs):
+    """An `AutoencoderDC` from a diffusers folder / Hub id, or built from `cfg.architecture`."""
+    from diffusers import AutoencoderDC
+
+    if pretrained_path is not None:
+        return AutoencoderDC.from_pretrained(pretrained_path, **load_kwargs)
+    return AutoencoderDC(**cfg.architecture)
+
+
+class FrameAutoencoder(nn.Module):
+    """Wraps an `AutoencoderDC`: images ⇄ scaled frame tokens."""
+
+    def __init__(self, dcae: nn.Module):
+        super().__init__()
+        self.dcae = dcae
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.dcae.config.scaling_factor)
+
+    @property
+    def compression(self) -> int:
+        return int(self.dcae.spatial_compression_ratio)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] → tokens (B, N, C), scaled."""
+        latent = self.dcae.encode(images, return_dict=False)[0] * self.scaling_factor  # (B, C, h, w)
+        return latent.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, C)
+
+    def decode(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, N, C) → images (B, 3, H, W) in [-1, 1] (not clamped)."""
+        h, w = grid
+        latent = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+        return self.dcae.decode(latent / self.scaling_factor, return_dict=False)[0]
+
+
+def images_to_tensor(frames_uint8, device=None, dtype=torch.float32) -> torch.Tensor:
+    """uint8 (B, H, W, 3) numpy/tensor → float (B, 3, H, W) in [-1, 1]."""
+    x = torch.as_tensor(frames_uint8, device=device)
+    return (x.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0).contiguous()
+
+
+def tensor_to_images(x: torch.Tensor):
+    """float (B, 3, H, W) in [-1, 1] → uint8 numpy (B, H, W, 3)."""
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,160 @@
+"""The MIDAS model (arXiv 2508.19320), composed top to bottom in the order data meets it.
+
+    ref image ─► DC-AE ─► N tokens (opens the sequence; kept for the whole clip)
+    audio / listen / pose / text features ─► ConditionProjector ─► condition tokens of a chunk
+    [ref] [cond c0][slot 1]…[slot 6] [cond c1][slot 7]… ─► Qwen2 backbone (chunk-causal mask)
+    hidden state at slot t (input: frame t-1, noised) ─► diffusion head ─► frame t's tokens
+
+Design choices:
+- Slot t's input is frame t-1's latent (frame 0 is the reference), so the hidden state at
+  slot t has seen everything before frame t and nothing after; teacher forcing trains all
+  slots at once, generation runs them one by one (`engine/streaming.py`).
+- Context latents are noised per frame from discrete buckets, the bucket embedded (noise.py).
+- The backbone has no token vocabulary: every token comes in through `inputs_embeds`.
+- The autoencoder and frozen encoders (Whisper, T5) are members, so the model moves between
+  devices as one, but they are saved in their own sub-folders (checkpoint.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from midas_cli.conditions.audio import audio_feature_dim, build_audio_features
+from midas_cli.conditions.pose import POSE_FEATURE_DIM
+from midas_cli.conditions.projector import ConditionProjector
+from midas_cli.conditions.text import build_text_encoder, text_feature_dim
+from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
+from midas_cli.model.backbone import Backbone
+from midas_cli.model.config import MidasConfig
+from midas_cli.model.diffusion_head import build_head
+from midas_cli.model.flow import flow_matching_loss
+from midas_cli.model.mask import SequenceLayout, chunk_causal_mask
+from midas_cli.model.noise import ContextNoise
+
+REF_TYPE, FRAME_TYPE = 0, 1
+
+# sub-modules whose weights live in their own folders, not in model.safetensors
+EXTERNAL_PREFIXES = ("autoencoder.", "audio_features.encoder.", "text_encoder.model.")
+
+
+@dataclass
+class ChunkFeatures:
+    """Condition features of K chunks: audio/listen (B, K, F, A), pose (B, K, F, P), text (B, K, D)."""
+
+    audio: torch.Tensor
+    pose: torch.Tensor
+    text: torch.Tensor
+    listen: torch.Tensor | None = None
+
+    def chunk(self, k: int) -> "ChunkFeatures":
+        return ChunkFeatures(self.audio[:, k:k + 1], self.pose[:, k:k + 1], self.text[:, k:k + 1],
+                             None if self.listen is None else self.listen[:, k:k + 1])
+
+    def to(self, device, dtype=None) -> "ChunkFeatures":
+        def mv(x):
+            return None if x is None else x.to(device=device, dtype=dtype or x.dtype)
+
+        return ChunkFeatures(mv(self.audio), mv(self.pose), mv(self.text), mv(self.listen))
+
+
+class MidasModel(nn.Module):
+    def __init__(self, cfg: MidasConfig, tokenizer=None, components: dict | None = None):
+        """`components` may hold ready-made "autoencoder", "audio_features", "text_encoder" modules
+        (loaded from a checkpoint's sub-folders); missing ones are built from the config."""
+        super().__init__()
+        components = components or {}
+        self.cfg = cfg
+        h, c, n = cfg.backbone.hidden_size, cfg.latent_channels, cfg.tokens_per_frame
+
+        # media → tokens
+        self.autoencoder = components.get("autoencoder") or FrameAutoencoder(build_dcae(cfg.autoencoder))
+        self.audio_features = components.get("audio_features") or build_audio_features(cfg.audio)
+        self.text_encoder = components.get("text_encoder") or build_text_encoder(cfg.text, tokenizer)
+        self.projector = ConditionProjector(audio_feature_dim(cfg.audio), POSE_FEATURE_DIM, text_feature_dim(cfg.text),
+                                            h, cfg.frames_per_chunk, cfg.audio.duplex)
+        self.frame_in = nn.Linear(c, h)
+        self.frame_pos = nn.Parameter(torch.randn(n, h) * 0.02)  # which latent position (row-major)
+        self.type_embed = nn.Embedding(2, h)  # reference frame vs generated-frame slot
+        nn.init.normal_(self.type_embed.weight, std=0.02)
+        self.noise = ContextNoise(cfg.noise, h)
+
+        # sequence model and renderer
+        self.backbone = Backbone(cfg.backbone)
+        self.head = build_head(cfg.head, c, h, n)
+
+    # ---- embeddings -----------------------------------------------------------------------
+    def embed_reference(self, ref_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) → (B, N, H)."""
+        return self.frame_in(ref_tokens) + self.frame_pos + self.type_embed.weight[REF_TYPE]
+
+    def embed_frames(self, latents: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """Context frames (B, T, N, C) already noised at `buckets` (B, T) → (B, T, N, H)."""
+        return (self.frame_in(latents) + self.frame_pos + self.type_embed.weight[FRAME_TYPE]
+                + self.noise.embed(buckets).to(latents.dtype))
+
+    def embed_conditions(self, feats: ChunkFeatures) -> torch.Tensor:
+        """→ (B, K, Lc, H)."""
+        dtype = self.frame_in.weight.dtype
+        listen = None if feats.listen is None else feats.listen.to(dtype)
+        return self.projector(feats.audio.to(dtype), feats.pose.to(dtype), feats.text.to(dtype), listen)
+
+    # ---- the teacher-forced sequence --------------------------------------------------------
+    def layout(self, num_chunks: int) -> SequenceLayout:
+        cfg = self.cfg
+        return SequenceLayout(cfg.tokens_per_frame, cfg.cond_tokens_per_chunk, cfg.frames_per_chunk, num_chunks)
+
+    def sequence_hidden(self, ref_tokens: torch.Tensor, context: torch.Tensor, feats: ChunkFeatures,
+                        buckets: torch.Tensor) -> tuple[torch.Tensor, SequenceLayout]:
+        """Backbone hidden states of a whole sequence.
+
+        ref_tokens (B, N, C); context (B, K*F, N, C): slot t's input, i.e. frame t-1 (already
+        noised); buckets (B, K*F). Returns hidden (B, T, H) and the layout.
+        """
+        b, t_frames, n, _ = context.shape
+        k, f = feats.audio.shape[1], self.cfg.frames_per_chunk
+        assert t_frames == k * f, f"{t_frames} context frames for {k} chunks of {f}"
+        layout = self.layout(k)
+        cond = self.embed_conditions(feats)  # (B, K, Lc, H)
+        slots = self.embed_frames(context, buckets).reshape(b, k, f * n, -1)  # (B, K, F*N, H)
+        seq = torch.cat([self.embed_reference(ref_tokens), torch.cat([cond, slots], dim=2).flatten(1, 2)], dim=1)
+        mask = chunk_causal_mask(layout, dtype=seq.dtype, device=seq.device)
+        pos = torch.arange(layout.length, device=seq.device)[None].expand(b, -1)
+        return self.backbone(seq, mask=mask, position_ids=pos), layout
+
+    def slot_hidden(self, ref_tokens, context, feats, buckets) -> torch.Tensor:
+        """Hidden states at the frame slots: (B, K*F, N, H)."""
+        hidden, layout = self.sequence_hidden(ref_tokens, context, feats, buckets)
+        b, n = hidden.shape[0], self.cfg.tokens_per_frame
+        return hidden[:, layout.frame_slot_index().to(hidden.device)].reshape(b, -1, n, hidden.shape[-1])
+
+    # ---- training ---------------------------------------------------------------------------
+    def training_loss(self, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
+                      feats: ChunkFeatures, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow-matching loss of every frame, teacher-forced.
+
+        frames (B, T, N, C): targets; previous (B, T, N, C): the frame before each target
+        (the reference for a clip's first frame). Context noise is drawn here.
+        """
+        b, t = frames.shape[:2]
+        buckets = self.noise.sample_buckets((b, t), frames.device, generator)
+        context = self.noise.corrupt(previous, buckets, generator)
+        cond = self.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
+        return flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
+
+    # ---- text --------------------------------------------------------------------------------
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.text_encoder(texts)
+
+    @property
+    def device(self) -> torch.device:
+        return self.frame_in.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.frame_in.weight.dtype
+
+    def trainable_state_dict(self) -> dict:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(EXTERNAL_PREFIXES)}

@@ -1,0 +1,34 @@
+"""Shared fixtures: every test runs offline with a private Hugging Face home."""
+
+import os
+
+# set before anything imports huggingface_hub, which reads it at import time
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
+    yield
+
+
+@pytest.fixture
+def tiny_model():
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+
+    torch.manual_seed(0)
+    return MidasModel(preset("tiny")).eval()

@@ -1,0 +1,232 @@
+"""The model's contracts: causality, cache = recomputation, save/load, learning, noise."""
+
+import copy
+
+import pytest
+import torch
+
+from midas_cli.engine.streaming import StreamingEngine, reference_window_hidden
+from midas_cli.model.checkpoint import load_model, save_checkpoint
+from midas_cli.model.config import preset
+from midas_cli.model.mask import SequenceLayout, chunk_causal_mask
+from midas_cli.model.midas import MidasModel
+
+from helpers import random_features, random_latents
+
+K = 3  # chunks in a test sequence
+
+
+def _slot_outputs(model, ref, context, feats, buckets=None):
+    b, t = context.shape[:2]
+    buckets = torch.zeros(b, t, dtype=torch.long) if buckets is None else buckets
+    return model.slot_hidden(ref, context, feats, buckets)  # (B, T, N, H)
+
+
+@pytest.fixture
+def sequence(tiny_model):
+    f = tiny_model.cfg.frames_per_chunk
+    ref = random_latents(tiny_model, 1, 1, seed=5)[:, 0]
+    return ref, random_latents(tiny_model, 1, K * f), random_features(tiny_model, 1, K)
+
+
+def test_mask_is_block_causal():
+    layout = SequenceLayout(tokens_per_frame=2, cond_tokens=3, frames_per_chunk=2, num_chunks=2)
+    allowed = chunk_causal_mask(layout)[0, 0] == 0
+    slots = layout.frame_slot_index()
+    # first slot token sees its frame partner (full attention inside a frame) ...
+    assert allowed[slots[0], slots[1]] and allowed[slots[1], slots[0]]
+    # ... but not the next frame, and no condition token sees a later one
+    assert not allowed[slots[1], slots[2]]
+    cond = layout.cond_index()
+    assert not allowed[cond[0], cond[3]] and allowed[cond[3], cond[0]]
+    assert allowed[:, :2].all()  # everyone sees the reference
+    assert not allowed[:2, 2:].any()  # the reference sees nothing after it
+
+
+@pytest.mark.parametrize("modality", ["audio", "pose", "text", "listen"])
+def test_future_conditions_do_not_change_past(tiny_model, sequence, modality):
+    ref, context, feats = sequence
+    base = _slot_outputs(tiny_model, ref, context, feats)
+    changed = copy.deepcopy(feats)
+    getattr(changed, modality)[:, 1] += 3.0  # chunk 1's condition
+    out = _slot_outputs(tiny_model, ref, context, changed)
+    f = tiny_model.cfg.frames_per_chunk
+    assert torch.allclose(out[:, :f], base[:, :f], atol=1e-6)  # chunk 0 untouched
+    assert not torch.allclose(out[:, f:2 * f], base[:, f:2 * f], atol=1e-3)  # chunk 1 reacts
+
+
+def test_future_frames_do_not_change_past(tiny_model, sequence):
+    ref, context, feats = sequence
+    base = _slot_outputs(tiny_model, ref, context, feats)
+    for t in (1, 7, 12):
+        changed = context.clone()
+        changed[:, t] += 2.0  # the input of slot t (= frame t-1)
+        out = _slot_outputs(tiny_model, ref, changed, feats)
+        assert torch.allclose(out[:, :t], base[:, :t], atol=1e-6), f"slot {t} leaked into the past"
+        assert not torch.allclose(out[:, t], base[:, t], atol=1e-3)
+
+
+def test_tokens_of_one_frame_see_each_other(tiny_model, sequence):
+    ref, context, feats = sequence
+    base = _slot_outputs(tiny_model, ref, context, feats)
+    changed = context.clone()
+    changed[:, 4, -1] += 2.0  # last token of slot 4
+    out = _slot_outputs(tiny_model, ref, changed, feats)
+    assert not torch.allclose(out[:, 4, 0], base[:, 4, 0], atol=1e-4)  # first token of the same slot changed
+
+
+def test_eager_and_sdpa_give_the_same_outputs(sequence):
+    ref, context, feats = sequence
+    outs = []
+    for impl in ("eager", "sdpa"):
+        cfg = preset("tiny")
+        cfg.backbone.attn_implementation = impl
+        torch.manual_seed(0)
+        model = MidasModel(cfg).eval()
+        outs.append(_slot_outputs(model, ref, context, feats))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def _run_engine(model, chunks, window, seed=0):
+    f = model.cfg.frames_per_chunk
+    feats = random_features(model, 1, chunks, seed=seed)
+    ref = random_latents(model, 1, 1, seed=9)[:, 0]
+    engine = StreamingEngine(model, window_chunks=window, context_sigma=0.2, seed=seed, record_hidden=True)
+    frames = torch.cat(list(engine.stream(ref, [feats.chunk(k) for k in range(chunks)])), dim=1)
+    hidden = torch.stack(engine.hidden_trace, dim=1)  # (B, chunks*F, N, H)
+    contexts = torch.stack(engine.context_trace, dim=1).reshape(1, chunks, f, *hidden.shape[2:])
+    return engine, ref, feats, frames, hidden, contexts
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_streaming_cache_equals_recomputing_the_window(tiny_model, window):
+    chunks = 5  # several evictions
+    engine, ref, feats, frames, hidden, contexts = _run_engine(tiny_model, chunks, window)
+    assert frames.shape == (1, chunks * 6, 16, 8)
+    expected = reference_window_hidden(tiny_model, ref, [feats.chunk(k) for k in range(chunks)],
+                                       [contexts[:, k] for k in range(chunks)], window)
+    assert torch.allclose(hidden, expected, atol=1e-4), (hidden - expected).abs().max()
+    # the cache stays bounded: reference + window chunks
+    n, per_chunk = tiny_model.cfg.tokens_per_frame, tiny_model.cfg.tokens_per_chunk
+    assert engine.get_pos() == n + min(chunks, window + 1) * per_chunk
+
+
+def test_streaming_equals_the_teacher_forced_forward_before_eviction(tiny_model):
+    """With no eviction and clean context, streaming is exactly the training forward pass."""
+    chunks, f = 2, tiny_model.cfg.frames_per_chunk
+    feats = random_features(tiny_model, 1, chunks)
+    ref = random_latents(tiny_model, 1, 1, seed=9)[:, 0]
+    engine = StreamingEngine(tiny_model, window_chunks=4, context_sigma=0.0, seed=0, record_hidden=True)
+    frames = torch.cat(list(engine.stream(ref, [feats.chunk(k) for k in range(chunks)])), dim=1)
+    previous = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    full = tiny_model.slot_hidden(ref, previous, feats, torch.zeros(1, chunks * f, dtype=torch.long))
+    assert torch.allclose(torch.stack(engine.hidden_trace, dim=1), full, atol=1e-4)
+
+
+def test_streaming_is_deterministic_per_seed(tiny_model):
+    a = _run_engine(tiny_model, 2, 1, seed=3)[3]
+    b = _run_engine(tiny_model, 2, 1, seed=3)[3]
+    c = _run_engine(tiny_model, 2, 1, seed=4)[3]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_save_then_load_gives_identical_outputs(tiny_model, tmp_path, sequence):
+    from midas_cli.conditions.text import build_word_tokenizer
+
+    tiny_model.text_encoder.tokenizer = build_word_tokenizer(["she smiles warmly", "a calm face"], 128)
+    ref, context, feats = sequence
+    path = save_checkpoint(tiny_model, tmp_path / "ckpt")
+    assert {p.name for p in path.iterdir()} >= {"config.json", "model.safetensors", "autoencoder", "text_tokenizer.json"}
+    loaded = load_model(path)
+    assert torch.equal(_slot_outputs(tiny_model, ref, context, feats), _slot_outputs(loaded, ref, context, feats))
+    img = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.equal(tiny_model.autoencoder.encode(img), loaded.autoencoder.encode(img))
+    assert torch.equal(tiny_model.encode_texts(["she smiles"]), loaded.encode_texts(["she smiles"]))
+    assert not torch.equal(loaded.encode_texts(["she smiles"]), loaded.encode_texts(["a calm face"]))
+
+
+def test_load_through_the_hub_code_path_offline(tiny_model, tmp_path, sequence):
+    """A Hub id resolves from the local cache with HF_HUB_OFFLINE=1 (no network)."""
+    import huggingface_hub.constants as c
+
+    ref, context, feats = sequence
+    src = save_checkpoint(tiny_model, tmp_path / "src")
+    repo = tmp_path / "hub" / "models--someorg--midas-tiny"
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    import shutil
+
+    shutil.copytree(src, repo / "snapshots" / sha)
+    old = c.HF_HUB_CACHE
+    c.HF_HUB_CACHE = str(tmp_path / "hub")
+    try:
+        loaded = load_model("someorg/midas-tiny")
+    finally:
+        c.HF_HUB_CACHE = old
+    assert torch.equal(_slot_outputs(tiny_model, ref, context, feats), _slot_outputs(loaded, ref, context, feats))
+
+
+def test_missing_hub_checkpoint_is_a_clear_error():
+    from midas_cli.errors import MidasError
+
+    with pytest.raises(MidasError, match="someorg/nothing-here.*not in the Hugging Face cache"):
+        load_model("someorg/nothing-here")
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    model = MidasModel(cfg).train()
+    f = cfg.frames_per_chunk
+    ref = random_latents(model, 2, 1, seed=5)[:, 0]
+    frames = random_latents(model, 2, 2 * f, seed=6)
+    previous = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    feats = random_features(model, 2, 2)
+    params = [p for n, p in model.named_parameters() if not n.startswith("autoencoder.")]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+
+    def eval_loss():
+        g = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            return sum(model.training_loss(ref, frames, previous, feats, g).item() for _ in range(4)) / 4
+
+    first = eval_loss()
+    for _ in range(300):
+        loss = model.training_loss(ref, frames, previous, feats, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last = eval_loss()
+    assert last < first / 5, (first, last)
+
+
+def test_zero_noise_is_exactly_the_clean_path(tiny_model):
+    x = random_latents(tiny_model, 2, 3)
+    zero = torch.zeros(2, 3, dtype=torch.long)
+    assert tiny_model.noise.corrupt(x, zero) is x
+    noisy = tiny_model.noise.corrupt(x, torch.full((2, 3), 19))
+    assert (noisy - x).std() > 0.3  # top bucket is σ = 0.5
+    cfg = preset("tiny")
+    cfg.noise.sigma_max = 0.0
+    off = MidasModel(cfg)
+    assert int(off.noise.sample_buckets((4, 6), "cpu").max()) == 0
+
+
+def test_noise_bucket_embedding_reaches_the_model(tiny_model, sequence):
+    ref, context, feats = sequence
+    t = context.shape[1]
+    clean = _slot_outputs(tiny_model, ref, context, feats, torch.zeros(1, t, dtype=torch.long))
+    flagged = _slot_outputs(tiny_model, ref, context, feats, torch.full((1, t), 10))
+    assert not torch.allclose(clean, flagged, atol=1e-4)
+
+
+def test_text_encoders_pool_prompts():
+    from midas_cli.conditions.text import LearnedTextEncoder, build_word_tokenizer
+    from midas_cli.model.config import TextConfig
+
+    enc = LearnedTextEncoder(TextConfig(dim=8, vocab_size=32), build_word_tokenizer(["Smiling warmly", "frown"], 32))
+    out = enc(["smiling warmly", "", "FROWN"])
+    assert out.shape == (3, 8) and torch.equal(out[1], torch.zeros(8))
+    assert not torch.allclose(out[0], out[2])
