@@ -106,7 +106,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, revision: str | N
         path = Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=CHECKPOINT_FILES))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
         raise MidasError(f"{name_or_path}: not a local folder and not in the Hugging Face cache "
-                         f"(offline: {type(e).__name__}); run `midas download {name_or_path}` with network") from None
+                         "(offline, or the Hub cannot be reached); run `midas download " + str(name_or_path) + "` where the Hub is reachable") from None
     except HfHubHTTPError as e:
         raise MidasError(f"{name_or_path}: cannot fetch from the Hugging Face Hub ({str(e).splitlines()[0]})") from None
     if not (path / "config.json").exists():

@@ -52,7 +52,7 @@ def expression_of_prompt(text: str) -> int:
 
 
 def random_prompt_timeline(rng: np.random.Generator, seconds: float,
-                           mean_segment_s: float = 6.0) -> list[tuple[float, str]]:
+                           mean_segment_s: float = 4.0) -> list[tuple[float, str]]:
     """A prompt timeline: first entry at t=0, then a change every few seconds on chunk starts.
 
     Consecutive entries always change class, so every change is visible.
@@ -65,7 +65,7 @@ def random_prompt_timeline(rng: np.random.Generator, seconds: float,
     chunk = 0
     while chunk < n_chunks:
         prompts.append((round(chunk * chunk_s, 2), str(rng.choice(EXPRESSION_PROMPTS[cls]))))
-        gap = min_chunks + int(rng.exponential(max(mean_segment_s / chunk_s - min_chunks, 1.0)))
+        gap = int(rng.integers(min_chunks, max(2 * mean_segment_s / chunk_s - min_chunks, min_chunks + 1)))
         chunk += gap
         cls = (cls + int(rng.integers(1, N_EXPRESSION))) % N_EXPRESSION
     return prompts

@@ -20,6 +20,7 @@ N_IDENTITIES = 10_000
 
 # Hair styles; each is drawn by render.py from the same few primitives.
 HAIR_STYLES = ("bald", "short", "long", "bun", "curly", "side")
+_HAIR_STYLE_P = (0.08, 0.28, 0.22, 0.12, 0.15, 0.15)
 
 _SKIN_TONES = np.array(
     [(255, 224, 196), (241, 194, 158), (224, 172, 130), (198, 134, 96),
@@ -91,7 +92,7 @@ def make_identity(identity_id: int) -> Identity:
     lips = skin * np.array([0.85, 0.55, 0.55]) + np.array([30, 0, 5])
     hair = _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))] * u(0.85, 1.1) + rng.normal(0, 8, 3)
     eye = _EYE_COLOURS[rng.integers(len(_EYE_COLOURS))] + rng.normal(0, 10, 3)
-    style = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))]
+    style = HAIR_STYLES[int(rng.choice(len(HAIR_STYLES), p=_HAIR_STYLE_P))]
 
     clothes = _hsv(u(), u(0.25, 0.85), u(0.3, 0.9))
     collar = _hsv(u(), u(0.0, 0.3), u(0.75, 1.0))

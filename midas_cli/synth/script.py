@@ -20,6 +20,7 @@ import numpy as np
 from midas_cli.synth.constants import FPS
 
 VOWELS = ("a", "e", "i", "o", "u")
+VOWEL_P = (0.34, 0.17, 0.16, 0.17, 0.16)  # balances the three open mouth classes
 SILENT = ""
 MOUTH_OF_VOWEL = {SILENT: 0, "a": 1, "o": 2, "u": 2, "i": 3, "e": 3}
 
@@ -28,8 +29,8 @@ MOUTH_OF_VOWEL = {SILENT: 0, "a": 1, "o": 2, "u": 2, "i": 3, "e": 3}
 class TurnConfig:
     """Turn lengths in seconds, and the silent gap between turns in frames."""
 
-    avatar_turn_s: tuple[float, float] = (2.0, 8.0)
-    listen_turn_s: tuple[float, float] = (1.5, 5.0)
+    avatar_turn_s: tuple[float, float] = (3.0, 9.0)
+    listen_turn_s: tuple[float, float] = (1.5, 4.0)
     gap_frames: tuple[int, int] = (2, 6)
     lead_in_frames: tuple[int, int] = (1, 4)  # silence before the first word: frame 0 ~ ref
 
@@ -61,19 +62,19 @@ def speak(rng: np.random.Generator, n: int, rate: float) -> tuple[list[str], np.
     words_in_phrase = int(rng.integers(3, 9))
     while len(frames) < n:
         for _ in range(int(rng.integers(1, 5))):  # syllables of one word
-            closure = bool(rng.random() < 0.35 and frames and frames[-1] != SILENT)
+            closure = bool(rng.random() < 0.3 and frames and frames[-1] != SILENT)
             if closure:  # m/b/p: lips shut, no sound, released with a burst
                 frames.append(SILENT)
-            vowel = str(rng.choice(VOWELS))
+            vowel = str(rng.choice(VOWELS, p=VOWEL_P))
             start = len(frames)
             frames.extend([vowel] * int(rng.choice([1, 2, 3], p=p_long)))
             if closure and start < n:
                 burst[start] = True
         words_in_phrase -= 1
         if words_in_phrase <= 0:  # end of phrase: breath pause
-            frames.extend([SILENT] * int(rng.integers(3, 9)))
+            frames.extend([SILENT] * int(rng.integers(2, 7)))
             words_in_phrase = int(rng.integers(3, 9))
-        elif rng.random() < 0.4:  # short pause between words
+        elif rng.random() < 0.3:  # short pause between words
             frames.extend([SILENT] * int(rng.integers(1, 3)))
     frames = frames[:n]
     if frames:

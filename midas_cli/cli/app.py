@@ -1,0 +1,74 @@
+"""The `midas` command line: one thin command per job, each over an importable function.
+
+Errors a user can fix (`MidasError`) are caught once, here, and printed as one line on stderr
+with a non-zero exit; anything else is a bug and shows its traceback under `--debug`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+import typer
+
+from midas_cli.cli.common import console_err
+from midas_cli.errors import MidasError
+
+app = typer.Typer(
+    name="midas",
+    help="MIDAS: a talking digital human from a voice and one photo, in real time.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False):
+    _state["debug"] = debug
+
+
+def _user_errors(fn):
+    """Run a command; a MidasError becomes one line on stderr and exit code 1 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MidasError as e:
+            if _state["debug"]:
+                raise
+            console_err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def command(name: str, fn) -> None:
+    app.command(name)(_user_errors(fn))
+
+
+def _register():
+    from midas_cli.cli.info import info
+
+    command("info", info)
+    try:  # commands whose modules may not exist in every build of the tree
+        from midas_cli.cli.synth_cmd import synth
+
+        command("synth", synth)
+    except ImportError:
+        pass
+    try:
+        from midas_cli.cli.eval_cmd import eval_cmd
+
+        command("eval", eval_cmd)
+    except ImportError:
+        pass
+
+
+_register()
+
+
+def main():
+    app()

@@ -1,0 +1,150 @@
+"""Generation, composed: media in → conditions → streaming engine → decoded frames → a sink.
+
+`render()` is what `midas generate`, `midas batch`, `midas eval` and `midas bench` all run; it
+owns no model code, only the order of stages and their timings (conditions, backbone, head,
+decode, mux). Conditions are computed chunk by chunk from the audio available so far, so the
+same loop serves a file and a live stream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from midas_cli.conditions.pose import pose_features
+from midas_cli.engine.streaming import StreamingEngine
+from midas_cli.model.autoencoder import images_to_tensor, tensor_to_images
+from midas_cli.model.config import FPS, SAMPLE_RATE
+from midas_cli.model.midas import ChunkFeatures, MidasModel
+
+
+@dataclass
+class RenderInputs:
+    """Everything one clip needs, already loaded (see midas_cli.media for the loaders)."""
+
+    ref: np.ndarray  # uint8 (H, W, 3) at the model's resolution
+    audio: np.ndarray  # float32 16 kHz mono
+    n_frames: int
+    listen_audio: np.ndarray | None = None
+    pose: np.ndarray | None = None  # (n_frames, 6); None = the reference pose throughout
+    prompts: list = field(default_factory=list)  # [(t, text)] sorted by t
+
+
+@dataclass
+class RenderStats:
+    frames: int = 0
+    seconds: float = 0.0
+    wall_s: float = 0.0
+    first_chunk_s: float = 0.0
+    stages: dict = field(default_factory=lambda: dict(conditions=0.0, backbone=0.0, head=0.0, decode=0.0, mux=0.0))
+    chunk_times: list = field(default_factory=list)
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_s / max(self.seconds, 1e-9)
+
+
+def n_frames_for(seconds: float) -> int:
+    return max(1, int(round(seconds * FPS)))
+
+
+def _prompt_at(prompts, t: float) -> str:
+    text = ""
+    for start, p in prompts:
+        if start <= t + 1e-9:
+            text = p
+        else:
+            break
+    return text
+
+
+def chunk_conditions(model: MidasModel, inputs: RenderInputs) -> Iterator[ChunkFeatures]:
+    """Per-chunk condition features; chunk c uses audio up to its end and the prompt at its start."""
+    f = model.cfg.frames_per_chunk
+    n_chunks = math.ceil(inputs.n_frames / f)
+    pose = inputs.pose if inputs.pose is not None else np.zeros((inputs.n_frames, 6), np.float32)
+    pad = n_chunks * f - len(pose)
+    if pad > 0:  # the last chunk runs past the clip: hold the last pose
+        pose = np.concatenate([pose, np.repeat(pose[-1:], pad, axis=0)])
+    pose_feats = pose_features(pose)
+    listen = inputs.listen_audio if inputs.listen_audio is not None else np.zeros(1, np.float32)
+    text_cache: dict[str, torch.Tensor] = {}
+    for c in range(n_chunks):
+        text = _prompt_at(inputs.prompts, c * f / FPS)
+        if text not in text_cache:
+            with torch.no_grad():
+                text_cache[text] = model.encode_texts([text])[0].float().cpu()
+        audio = model.audio_features(inputs.audio, f, c * f)
+        feats = ChunkFeatures(
+            audio=audio[None, None].float().cpu(),
+            pose=pose_feats[c * f:(c + 1) * f][None, None],
+            text=text_cache[text][None, None],
+            listen=model.audio_features(listen, f, c * f)[None, None].float().cpu() if model.cfg.audio.duplex else None,
+        )
+        yield feats
+
+
+def encode_reference(model: MidasModel, ref: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        x = images_to_tensor(ref[None], device=model.device, dtype=model.dtype)
+        return model.autoencoder.encode(x)  # (1, N, C)
+
+
+def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray], None], *, seed: int = 0,
+           steps: int | None = None, context_sigma: float | None = None, on_chunk: Callable[[int, int], None] | None = None,
+           on_chunk_stats: Callable[[int, float], None] | None = None) -> RenderStats:
+    """Generate `inputs.n_frames` frames, handing each uint8 (H, W, 3) frame to `sink` as it is decoded."""
+    torch.manual_seed(seed)
+    stats = RenderStats(frames=0, seconds=inputs.n_frames / FPS)
+    engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed)
+    grid = model.cfg.latent_grid
+    f = model.cfg.frames_per_chunk
+    n_chunks = math.ceil(inputs.n_frames / f)
+    t_start = time.perf_counter()
+    cond_iter = chunk_conditions(model, inputs)
+    engine.start(encode_reference(model, inputs.ref))
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    for c in range(n_chunks):
+        t_chunk = time.perf_counter()
+        t0 = time.perf_counter()
+        feats = next(cond_iter)
+        stats.stages["conditions"] += time.perf_counter() - t0
+        latents = engine.generate_chunk(feats)  # (1, F, N, C)
+        keep = min(f, inputs.n_frames - c * f)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            images = tensor_to_images(model.autoencoder.decode(latents[0, :keep], grid))
+        sync()
+        stats.stages["decode"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for img in images:
+            sink(img)
+        stats.stages["mux"] += time.perf_counter() - t0
+        stats.frames += keep
+        now = time.perf_counter()
+        if c == 0:
+            stats.first_chunk_s = now - t_start
+        stats.chunk_times.append(now - t_chunk)
+        if on_chunk is not None:
+            on_chunk(c + 1, n_chunks)
+        if on_chunk_stats is not None:
+            on_chunk_stats(c, now - t_chunk)
+    stats.stages["backbone"] = engine.timings["backbone"]
+    stats.stages["head"] = engine.timings["head"]
+    stats.wall_s = time.perf_counter() - t_start
+    return stats
+
+
+def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-like noise bursts for benchmarks (speed does not depend on what is said)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    envelope = (np.sin(2 * np.pi * 3.0 * t) > -0.3).astype(np.float32)
+    voice = np.sin(2 * np.pi * 140 * t) * 0.3 + rng.normal(0, 0.05, n)
+    return (voice * envelope).astype(np.float32)

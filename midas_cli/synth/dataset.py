@@ -1,0 +1,110 @@
+"""Write a synthetic dataset: media files + ``manifest.jsonl`` exactly as docs/formats.md says.
+
+Clip ``i`` of split ``s`` with seed ``k`` is drawn from its own stream
+``stream(PURPOSE_DATASET, s, k, i)``, so a dataset can be extended or regenerated clip by
+clip, and train/test never share a stream. References are written once per identity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import soundfile as sf
+from PIL import Image
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from midas_cli.errors import MidasError
+from midas_cli.synth.clip import SynthClip, make_clip
+from midas_cli.synth.constants import DEFAULT_SIZE, FPS, SAMPLE_RATE
+from midas_cli.synth.expressions import prompts_json
+from midas_cli.synth.mp4 import write_mp4
+from midas_cli.synth.pose import pose_json
+from midas_cli.synth.render import _check_size
+from midas_cli.synth.splits import PURPOSE_DATASET, check_split, stream
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, separators=(",", ":")))
+
+
+def write_clip(out_dir: Path, clip_id: str, clip: SynthClip, size: int) -> dict:
+    """Write one clip's files under ``out_dir`` and return its manifest entry."""
+    clips, refs = out_dir / "clips", out_dir / "refs"
+    clips.mkdir(parents=True, exist_ok=True)
+    refs.mkdir(parents=True, exist_ok=True)
+    ref = f"refs/id-{clip.identity:04d}.png"
+    if not (out_dir / ref).exists():
+        Image.fromarray(clip.reference(size)).save(out_dir / ref)
+    entry = {"id": clip_id, "video": f"clips/{clip_id}.mp4", "audio": f"clips/{clip_id}.wav"}
+    write_mp4(out_dir / entry["video"], clip.render(size))
+    sf.write(out_dir / entry["audio"], clip.audio, SAMPLE_RATE, subtype="PCM_16")
+    if clip.listen_audio is not None:
+        entry["listen_audio"] = f"clips/{clip_id}.listen.wav"
+        sf.write(out_dir / entry["listen_audio"], clip.listen_audio, SAMPLE_RATE,
+                 subtype="PCM_16")
+    entry["ref"] = ref
+    entry["pose"] = f"clips/{clip_id}.pose.json"
+    _write_json(out_dir / entry["pose"], pose_json(clip.pose_keyframes))
+    entry["prompts"] = f"clips/{clip_id}.prompts.json"
+    _write_json(out_dir / entry["prompts"], prompts_json(clip.prompts))
+    entry.update({"fps": FPS, "seconds": clip.seconds, "width": size, "height": size,
+                  "identity": clip.identity, "split": clip.split,
+                  "truth": f"clips/{clip_id}.truth.json"})
+    _write_json(out_dir / entry["truth"], clip.truth_json())
+    return entry
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """The rich progress bar used by the synth and eval commands (stderr, not stdout)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console or Console(stderr=True), transient=False)
+
+
+def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
+                  split: str = "train", size: int = DEFAULT_SIZE,
+                  progress: bool = True) -> Path:
+    """Generate ``clips`` clips of ``seconds`` each into ``out_dir``; return the manifest path.
+
+    The manifest is rewritten from scratch (one line per clip, flushed as clips finish).
+    """
+    check_split(split)
+    size = _check_size(size)
+    if clips < 1:
+        raise MidasError(f"--clips {clips}: need at least one clip")
+    if not seconds > 0:
+        raise MidasError(f"--seconds {seconds}: must be positive")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MidasError(f"--out {out_dir}: exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "manifest.jsonl"
+    bar = progress_bar()
+    with manifest.open("w") as fh, bar if progress else _NoBar() as p:
+        task = p.add_task(f"synth {split}", total=clips)
+        for i in range(clips):
+            clip = make_clip(stream(PURPOSE_DATASET, split, seed, i), seconds, split)
+            entry = write_clip(out_dir, f"{split}-{i:06d}", clip, size)
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            p.advance(task)
+    return manifest
+
+
+class _NoBar:
+    """Stand-in for a rich Progress when progress output is off."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def advance(self, *a, **k):
+        pass
