@@ -52,7 +52,15 @@ def command(name: str, fn) -> None:
 def _register():
     from midas_cli.cli.info import info
 
+    from midas_cli.cli.download_cmd import download
+    from midas_cli.cli.generate_cmd import generate
+
+    command("generate", generate)
     command("info", info)
+    command("download", download)
+    from midas_cli.cli.bench_cmd import bench
+
+    command("bench", bench)
     try:  # commands whose modules may not exist in every build of the tree
         from midas_cli.cli.synth_cmd import synth
 
