@@ -61,6 +61,13 @@ def _register():
     from midas_cli.cli.bench_cmd import bench
 
     command("bench", bench)
+    from midas_cli.cli.ae_cmd import decode_ae, encode_ae
+
+    command("encode-ae", encode_ae)
+    command("decode-ae", decode_ae)
+    from midas_cli.cli.batch_cmd import batch
+
+    command("batch", batch)
     try:  # commands whose modules may not exist in every build of the tree
         from midas_cli.cli.synth_cmd import synth
 

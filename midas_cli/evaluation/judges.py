@@ -5,8 +5,11 @@ the package (``weights/judges.safetensors`` + ``weights/judges.json``), so scori
 needs no training and no network. Each judge resizes its input to its own ``in_size``
 (anti-aliased), so it scores frames of any size (64x64 demo output, 128x128 truth, ...).
 
-Mouth and expression judges pool globally (what matters is the shape, wherever the head is);
-the pose judge flattens its last feature map (where the head is matters for x, y).
+Two stages: the pose judge reads (yaw, pitch, roll, x, y, scale) off the whole frame; its
+x, y, scale and roll then cut an upright, size-normalised face crop (``face_crops``) on which
+the mouth and expression judges work. Aligning first lets tiny nets see the small cues (lip
+opening, brow height) at a fixed place and scale. The pose judge flattens its last feature
+map (where the head is matters); the crop judges pool globally.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from midas_cli.errors import MidasError
+from midas_cli.synth.geometry import HEAD_SCALE, HEAD_Y
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 JUDGE_NAMES = ("mouth", "expression", "pose")
@@ -77,6 +81,36 @@ class JudgeNet(nn.Module):
         return self.head(h)
 
 
+@dataclass(frozen=True)
+class CropConfig:
+    """The face crop in head half-heights: centred at (0, centre_y), +-half_extent wide."""
+
+    size: int = 64
+    half_extent: float = 0.95
+    centre_y: float = 0.05
+
+
+def face_crops(x: torch.Tensor, pose: torch.Tensor, crop: CropConfig) -> torch.Tensor:
+    """Upright face crops (B, 3, crop.size, crop.size) from frames x (B, 3, H, W) in [0, 1].
+
+    ``pose`` (B, 6) in physical units; uses x, y, scale (where and how big the head is, the
+    renderer's geometry) and roll (undone, so the face is upright).
+    """
+    B, _, H, W = x.shape
+    roll = torch.deg2rad(pose[:, 2])
+    S = HEAD_SCALE * H * (1.0 + pose[:, 5])  # pixels per head half-height
+    cx, cy = W * (0.5 + pose[:, 3]), H * (HEAD_Y + pose[:, 4])
+    cos, sin = torch.cos(roll), torch.sin(roll)
+    R, v0 = crop.half_extent, crop.centre_y
+    theta = torch.zeros(B, 2, 3, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = 2 * S * R * cos / W, -2 * S * R * sin / W
+    theta[:, 1, 0], theta[:, 1, 1] = 2 * S * R * sin / H, 2 * S * R * cos / H
+    theta[:, 0, 2] = 2 * (cx - S * sin * v0) / W - 1
+    theta[:, 1, 2] = 2 * (cy + S * cos * v0) / H - 1
+    grid = F.affine_grid(theta, [B, 3, crop.size, crop.size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 @dataclass
 class Judges:
     """The three trained judges plus the pose normalisation they were trained with."""
@@ -85,6 +119,7 @@ class Judges:
     expression: JudgeNet
     pose: JudgeNet
     pose_scale: np.ndarray  # network output * pose_scale = (yaw, pitch, roll, x, y, scale)
+    crop: CropConfig = CropConfig()
     info: dict = field(default_factory=dict)  # recipe and held-out accuracies
 
     def nets(self) -> dict[str, JudgeNet]:
@@ -99,15 +134,17 @@ class Judges:
         scale = torch.as_tensor(self.pose_scale, dtype=torch.float32)
         for i in range(0, len(frames), batch):
             x = frames_to_tensor(frames[i:i + batch])
-            out["mouth"].append(self.mouth(x).argmax(1))
-            out["expression"].append(self.expression(x).argmax(1))
-            out["pose"].append(self.pose(x) * scale)
+            pose = self.pose(x) * scale
+            face = face_crops(x, pose, self.crop)
+            out["mouth"].append(self.mouth(face).argmax(1))
+            out["expression"].append(self.expression(face).argmax(1))
+            out["pose"].append(pose)
         return {k: torch.cat(v).numpy() if v else np.zeros((0,)) for k, v in out.items()}
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.tensor(np.asarray(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def n_params(net: nn.Module) -> int:
@@ -123,7 +160,8 @@ def save_judges(judges: Judges, directory: Path = WEIGHTS_DIR) -> Path:
     save_file(tensors, str(directory / "judges.safetensors"))
     meta = {"version": 1,
             "configs": {name: asdict(net.cfg) for name, net in judges.nets().items()},
-            "pose_scale": [float(v) for v in judges.pose_scale], **judges.info}
+            "pose_scale": [float(v) for v in judges.pose_scale], "crop": asdict(judges.crop),
+            **judges.info}
     (directory / "judges.json").write_text(json.dumps(meta, indent=2))
     return directory / "judges.safetensors"
 
@@ -157,5 +195,7 @@ def _load(directory: Path) -> Judges:
         net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                              if k.startswith(prefix)})
         nets[name] = net.eval()
-    info = {k: v for k, v in meta.items() if k not in ("configs", "pose_scale", "version")}
-    return Judges(**nets, pose_scale=np.array(meta["pose_scale"], dtype=np.float32), info=info)
+    info = {k: v for k, v in meta.items()
+            if k not in ("configs", "pose_scale", "crop", "version")}
+    return Judges(**nets, pose_scale=np.array(meta["pose_scale"], dtype=np.float32),
+                  crop=CropConfig(**meta["crop"]), info=info)

@@ -25,6 +25,17 @@ class NetRecipe:
 
 
 @dataclass
+class CropRecipe:
+    """Face crop fed to the mouth and expression judges (see judges.CropConfig)."""
+
+    size: int = 64
+    half_extent: float = 0.95
+    centre_y: float = 0.05
+    jitter: list[float] = field(default_factory=lambda: [3.0, 0.01, 0.01, 0.04])
+    # training-time crop error: roll (deg), x, y (frame fractions), scale: the pose judge's slack
+
+
+@dataclass
 class PoseRangeRecipe:
     """Half-ranges of the poses drawn for training frames (a bit wider than clips use)."""
 
@@ -45,16 +56,18 @@ class JudgeRecipe:
     size: int = 128  # render size of training frames
     train_frames: int = 12000
     val_frames: int = 1000
-    steps: int = 1000
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     threads: int = 1  # torch threads: leave the other core free
     augment: bool = True
-    mouth: NetRecipe = field(default_factory=NetRecipe)
-    expression: NetRecipe = field(default_factory=NetRecipe)
+    mouth: NetRecipe = field(default_factory=lambda: NetRecipe(in_size=64, widths=[16, 32, 48, 64]))
+    expression: NetRecipe = field(default_factory=lambda: NetRecipe(
+        in_size=64, widths=[16, 32, 48, 64]))
     pose: NetRecipe = field(default_factory=lambda: NetRecipe(
         in_size=64, widths=[16, 32, 48, 48], head="flatten", hidden=32))
+    crop: CropRecipe = field(default_factory=CropRecipe)
     pose_ranges: PoseRangeRecipe = field(default_factory=PoseRangeRecipe)
 
     def to_dict(self) -> dict:
@@ -62,7 +75,7 @@ class JudgeRecipe:
 
 
 _NESTED = {"mouth": NetRecipe, "expression": NetRecipe, "pose": NetRecipe,
-           "pose_ranges": PoseRangeRecipe}
+           "crop": CropRecipe, "pose_ranges": PoseRangeRecipe}
 
 
 def _build(cls, data: dict, where: str):

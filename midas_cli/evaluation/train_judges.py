@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midas_cli.evaluation.judges import (POSE_OUT, WEIGHTS_DIR, JudgeNet, JudgeNetConfig, Judges,
-                                         frames_to_tensor, n_params, save_judges)
+from midas_cli.evaluation.judges import (POSE_OUT, WEIGHTS_DIR, CropConfig, JudgeNet,
+                                         JudgeNetConfig, Judges, face_crops, frames_to_tensor,
+                                         n_params, save_judges)
+from midas_cli.errors import MidasError
 from midas_cli.evaluation.recipe import JudgeRecipe, NetRecipe, load_judge_recipe
 from midas_cli.synth.constants import N_MOUTH
 from midas_cli.synth.expressions import N_EXPRESSION
@@ -119,9 +121,14 @@ def train_judges(recipe: JudgeRecipe | Path | str | None = None, out_dir: Path |
     log(f"rendered {recipe.train_frames} + {recipe.val_frames} frames in {time.time() - t0:.1f}s")
 
     pose_scale = np.array(half, dtype=np.float32)
+    crop = CropConfig(size=recipe.crop.size, half_extent=recipe.crop.half_extent,
+                      centre_y=recipe.crop.centre_y)
+    if recipe.mouth.in_size != crop.size or recipe.expression.in_size != crop.size:
+        raise MidasError("judges recipe: mouth.in_size and expression.in_size must equal crop.size")
     judges = Judges(mouth=_net(recipe.mouth, N_MOUTH),
                     expression=_net(recipe.expression, N_EXPRESSION),
-                    pose=_net(recipe.pose, POSE_OUT), pose_scale=pose_scale)
+                    pose=_net(recipe.pose, POSE_OUT), pose_scale=pose_scale, crop=crop)
+    jitter = torch.tensor([0, 0, *recipe.crop.jitter], dtype=torch.float32)  # no yaw/pitch use
     params = [p for net in judges.nets().values() for p in net.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -129,7 +136,8 @@ def train_judges(recipe: JudgeRecipe | Path | str | None = None, out_dir: Path |
     frames = train["frames"]
     mouth = torch.from_numpy(train["mouth"])
     expression = torch.from_numpy(train["expression"])
-    pose = torch.from_numpy(train["pose"] / pose_scale)
+    true_pose = torch.from_numpy(train["pose"])
+    pose = true_pose / torch.from_numpy(pose_scale)
 
     t1 = time.time()
     for net in judges.nets().values():
@@ -139,8 +147,10 @@ def train_judges(recipe: JudgeRecipe | Path | str | None = None, out_dir: Path |
         x = frames_to_tensor(frames[idx.numpy()])
         if recipe.augment:
             x = augment(x, gen)
-        loss_m = F.cross_entropy(judges.mouth(x), mouth[idx])
-        loss_e = F.cross_entropy(judges.expression(x), expression[idx])
+        crop_pose = true_pose[idx] + jitter * (2 * torch.rand(len(idx), 6, generator=gen) - 1)
+        face = face_crops(x, crop_pose, crop)
+        loss_m = F.cross_entropy(judges.mouth(face), mouth[idx])
+        loss_e = F.cross_entropy(judges.expression(face), expression[idx])
         loss_p = F.smooth_l1_loss(judges.pose(x), pose[idx], beta=0.05)
         loss = loss_m + loss_e + 4.0 * loss_p
         opt.zero_grad(set_to_none=True)

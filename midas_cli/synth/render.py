@@ -45,12 +45,14 @@ def _check_size(size: int) -> int:
 @lru_cache(maxsize=64)
 def _background(ident: Identity, size: int) -> Image.Image:
     """Vertical (or diagonal) two-colour gradient with a soft vignette."""
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    t = (0.6 * yy + 0.4 * xx) if ident.bg_diagonal else yy
-    top, bot = np.array(ident.bg_top, float), np.array(ident.bg_bottom, float)
-    img = top * (1 - t[..., None]) + bot * t[..., None]
+    r = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    yy, xx = r[:, None], r[None, :]
+    t = (0.6 * yy + 0.4 * xx) if ident.bg_diagonal else np.broadcast_to(yy, (size, size))
+    top = np.array(ident.bg_top, np.float32)
+    bot = np.array(ident.bg_bottom, np.float32)
     vignette = 1.0 - 0.18 * ((xx - 0.5) ** 2 + (yy - 0.45) ** 2)
-    return Image.fromarray(np.clip(img * vignette[..., None], 0, 255).astype(np.uint8))
+    img = (top + (bot - top) * t[..., None]) * vignette[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 def _draw_body(d: ImageDraw.ImageDraw, ident: Identity, P: Projector) -> None:

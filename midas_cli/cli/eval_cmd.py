@@ -1,0 +1,100 @@
+"""`midas eval`: score a checkpoint (or a baseline) on the synthetic benchmark.
+
+A thin layer over ``midas_cli.evaluation``: build held-out cases, get a ``generate(case)``
+callable (a baseline, or ``midas_cli.pipeline.make_eval_generator`` for a checkpoint), run
+``evaluate`` and print a table, or with ``--json`` exactly one JSON object on stdout.
+Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from midas_cli.errors import MidasError
+
+_ROWS = (  # key, label, format
+    ("psnr_db", "PSNR (dB)", "{:.2f}"),
+    ("ssim", "SSIM", "{:.4f}"),
+    ("drift_db", "drift: PSNR first fifth - last fifth (dB)", "{:+.2f}"),
+    ("lip_sync_acc", "lip-sync accuracy", "{:.3f}"),
+    ("lip_sync_balanced_acc", "lip-sync balanced accuracy (chance 0.25)", "{:.3f}"),
+    ("speaking_lip_sync_acc", "lip-sync accuracy while speaking", "{:.3f}"),
+    ("expression_acc", "expression accuracy", "{:.3f}"),
+    ("pose_err", "pose error (deg, yaw/pitch/roll)", "{:.2f}"),
+    ("listening_acc", "listening: mouth closed", "{:.3f}"),
+    ("realtime_factor", "generation time / media time", "{:.3f}"),
+)
+
+
+def _table(result: dict) -> Table:
+    t = Table(title=f"midas eval: {result['generator']} — {result['cases']} cases × "
+                    f"{result['seconds']:.1f} s")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key, label, fmt in _ROWS:
+        v = result.get(key)
+        t.add_row(label, "n/a" if v is None else fmt.format(v))
+    per_sec = result.get("psnr_per_second") or []
+    if per_sec:
+        t.add_row("PSNR per second (first … last)",
+                  f"{per_sec[0]:.1f} … {per_sec[-1]:.1f}")
+    return t
+
+
+def eval_cmd(
+    checkpoint: Annotated[Optional[str], typer.Option(
+        "--checkpoint", "-c", help="Checkpoint folder or Hub id to score. Default (and no "
+        "--baseline): the demo checkpoint shipped in the package.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", help="Score a reference generator instead of a model: 'truth' (the true "
+        "frames, upper bound) or 'static' (the reference photo repeated, lower bound).")] = None,
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Number of held-out clips.")] = 8,
+    seconds: Annotated[float, typer.Option(
+        "--seconds", min=0.5, help="Length of each held-out clip in seconds.")] = 60.0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of the held-out cases (and of the generator's sampling).")] = 0,
+    no_noise_injection: Annotated[bool, typer.Option(
+        "--no-noise-injection", help="Generate with the context noise level at 0 (the ablation "
+        "of MIDAS's noise injection).")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object with all metrics on stdout (nothing else).")] = False,
+    size: Annotated[int, typer.Option(
+        "--size", help="Frame size of the held-out cases (generated frames of another size "
+        "are resized to it).")] = 128,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="Torch device for the model, e.g. cpu or cuda (default: the "
+        "pipeline's choice).")] = None,
+) -> None:
+    """Score lip-sync, expression, pose, listening and pixel fidelity over long held-out clips."""
+    from midas_cli.evaluation import BASELINES, evaluate, make_eval_cases
+
+    if baseline is not None and checkpoint is not None:
+        raise MidasError("--baseline and --checkpoint: give one or the other, not both")
+    if baseline is not None and baseline not in BASELINES:
+        raise MidasError(f"--baseline {baseline}: unknown baseline; choose "
+                         f"{' or '.join(repr(b) for b in BASELINES)}")
+    err = Console(stderr=True)
+    with err.status(f"rendering {cases} held-out case(s) of {seconds:g} s"):
+        eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
+    if baseline is not None:
+        generate, name = BASELINES[baseline], f"baseline:{baseline}"
+    else:
+        from midas_cli.pipeline import make_eval_generator
+
+        generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
+                                       seed=seed, device=device)
+        name = checkpoint or "demo"
+    result = evaluate(generate, eval_cases, progress=True)
+    result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
+              "seed": seed, "size": size, **result}
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(_table(result))

@@ -1,0 +1,131 @@
+"""The judge: metrics, shipped judges, baselines, and the eval command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from midas_cli.errors import MidasError
+from midas_cli.evaluation import (evaluate, load_judge_recipe, load_judges, make_eval_cases,
+                                  psnr_frames, ssim_frames, static_generator, truth_generator)
+from midas_cli.evaluation.judges import WEIGHTS_DIR, n_params
+from midas_cli.evaluation.metrics import PSNR_CAP, per_second
+
+REQUIRED = ("psnr_db", "ssim", "lip_sync_acc", "expression_acc", "pose_err", "listening_acc",
+            "drift_db", "psnr_per_second", "cases", "seconds")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return make_eval_cases(2, 10.0, seed=7, size=128)
+
+
+@pytest.fixture(scope="module")
+def truth_result(cases):
+    return evaluate(truth_generator, cases, progress=False)
+
+
+def test_psnr_and_ssim_basics():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert np.all(psnr_frames(a, a) == PSNR_CAP)
+    assert np.allclose(ssim_frames(a, a), 1.0, atol=1e-5)
+    noisy = np.clip(a + rng.normal(0, 8, a.shape), 0, 255).astype(np.uint8)
+    assert 25 < psnr_frames(a, noisy).mean() < 35
+    assert ssim_frames(a, noisy).mean() < 0.99
+    assert len(per_second(np.ones(30))) == 3  # 30 frames at 12.5 fps span 3 seconds
+
+
+def test_shipped_judges_are_small_and_documented():
+    assert (WEIGHTS_DIR / "judges.safetensors").stat().st_size < 3_000_000
+    judges = load_judges()
+    for net in judges.nets().values():
+        assert n_params(net) * 4 < 1_000_000
+    assert judges.info["heldout_test_identities"]["mouth_acc"] >= 0.95
+    assert load_judge_recipe().steps >= 1
+
+
+def test_shipped_judges_tell_mouths_and_expressions_apart(cases):
+    judges = load_judges()
+    frames = np.concatenate([c.frames for c in cases])
+    pred = judges.predict(frames)
+    mouth = np.concatenate([c.mouth for c in cases])
+    expression = np.concatenate([c.expression for c in cases])
+    assert (pred["mouth"] == mouth).mean() >= 0.95
+    assert (pred["expression"] == expression).mean() >= 0.95
+    for k in range(4):  # every class is recognised, not just the common ones
+        assert (pred["mouth"][mouth == k] == k).mean() >= 0.85
+
+
+def test_truth_baseline_scores_perfect_pixels_and_no_drift(truth_result):
+    r = truth_result
+    assert all(k in r for k in REQUIRED)
+    assert r["psnr_db"] == PSNR_CAP and r["ssim"] > 0.999 and abs(r["drift_db"]) < 1e-6
+    assert r["lip_sync_acc"] >= 0.95 and r["expression_acc"] >= 0.95
+    assert r["listening_acc"] >= 0.95 and r["pose_err"] < 4.0
+    assert len(r["psnr_per_second"]) == 10 and r["cases"] == 2
+
+
+def test_static_baseline_lip_sync_is_much_lower(cases, truth_result):
+    r = evaluate(static_generator, cases, progress=False)
+    assert r["lip_sync_acc"] < truth_result["lip_sync_acc"] - 0.3
+    assert r["lip_sync_balanced_acc"] < 0.35  # chance is 0.25
+    assert r["psnr_db"] < 30 and r["listening_acc"] > 0.95
+
+
+def test_generated_frames_may_be_one_frame_short_or_another_size(cases):
+    import torch
+    import torch.nn.functional as F
+
+    def small(case):  # a 64x64 generator with one frame missing
+        x = torch.from_numpy(case.frames[:-1]).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(64, 64), mode="bilinear", antialias=True)
+        return x.round().byte().permute(0, 2, 3, 1).numpy()
+
+    r = evaluate(small, cases[:1], progress=False)
+    assert r["frames"] == cases[0].n_frames - 1
+    assert r["lip_sync_acc"] > 0.8 and r["psnr_db"] > 22
+
+    with pytest.raises(MidasError, match="frames"):
+        evaluate(lambda c: c.frames[:-3], cases[:1], progress=False)
+
+
+def test_judge_recipe_names_the_bad_field(tmp_path):
+    bad = tmp_path / "j.yaml"
+    bad.write_text("steps: 10\nmouth: {in_size: 64, kernel: 5}\n")
+    with pytest.raises(MidasError, match="mouth.kernel"):
+        load_judge_recipe(bad)
+    bad.write_text("lr: fast\n")
+    with pytest.raises(MidasError, match="lr"):
+        load_judge_recipe(bad)
+
+
+def test_eval_command_static_baseline_prints_one_json_object(capsys):
+    from midas_cli.cli.eval_cmd import eval_cmd
+
+    eval_cmd(baseline="static", json_out=True, cases=1, seconds=4.0)
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    assert all(k in result for k in REQUIRED)
+    assert result["generator"] == "baseline:static" and result["cases"] == 1
+    assert out.count("\n") == 1
+
+
+def test_eval_command_options_through_typer():
+    from midas_cli.cli.eval_cmd import eval_cmd
+
+    app = typer.Typer()
+    app.command("eval")(eval_cmd)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["eval", "--baseline", "truth", "--json", "--cases", "1",
+                                   "--seconds", "2", "--size", "64"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["psnr_db"] == PSNR_CAP
+    with pytest.raises(MidasError, match="--baseline"):
+        eval_cmd(baseline="perfect", json_out=True, cases=1, seconds=1.0)
+    with pytest.raises(MidasError, match="--checkpoint"):
+        eval_cmd(baseline="static", checkpoint="x", json_out=True, cases=1, seconds=1.0)
