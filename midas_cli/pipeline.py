@@ -148,3 +148,30 @@ def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
     envelope = (np.sin(2 * np.pi * 3.0 * t) > -0.3).astype(np.float32)
     voice = np.sin(2 * np.pi * 140 * t) * 0.3 + rng.normal(0, 0.05, n)
     return (voice * envelope).astype(np.float32)
+
+
+def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | None = None):
+    """A `generate(case) -> uint8 (T, H, W, 3)` callable for `midas_cli.evaluation.evaluate`."""
+
+    def generate(case) -> np.ndarray:
+        inputs = RenderInputs(ref=case.ref, audio=case.audio, n_frames=case.n_frames, listen_audio=case.listen_audio,
+                              pose=case.pose, prompts=list(case.prompts))
+        frames: list[np.ndarray] = []
+        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma)
+        return np.stack(frames)
+
+    return generate
+
+
+def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
+                        device: str = "auto"):
+    """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
+
+    `noise_injection=False` feeds generated context frames clean (σ = 0) at inference.
+    """
+    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.model.checkpoint import load_model
+
+    dev = pick_device(device)
+    model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
+    return model_generator(model, seed, context_sigma=None if noise_injection else 0.0)

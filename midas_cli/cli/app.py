@@ -68,6 +68,9 @@ def _register():
     from midas_cli.cli.batch_cmd import batch
 
     command("batch", batch)
+    from midas_cli.cli.train_cmd import train_cmd
+
+    command("train", train_cmd)
     try:  # commands whose modules may not exist in every build of the tree
         from midas_cli.cli.synth_cmd import synth
 

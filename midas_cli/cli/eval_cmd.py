@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from midas_cli.cli.common import pick_device
 from midas_cli.errors import MidasError
 
 _ROWS = (  # key, label, format
@@ -67,9 +68,8 @@ def eval_cmd(
     size: Annotated[int, typer.Option(
         "--size", help="Frame size of the held-out cases (generated frames of another size "
         "are resized to it).")] = 128,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="Torch device for the model, e.g. cpu or cuda (default: the "
-        "pipeline's choice).")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="Torch device for the model: auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Score lip-sync, expression, pose, listening and pixel fidelity over long held-out clips."""
     from midas_cli.evaluation import BASELINES, evaluate, make_eval_cases
@@ -79,17 +79,24 @@ def eval_cmd(
     if baseline is not None and baseline not in BASELINES:
         raise MidasError(f"--baseline {baseline}: unknown baseline; choose "
                          f"{' or '.join(repr(b) for b in BASELINES)}")
-    err = Console(stderr=True)
-    with err.status(f"rendering {cases} held-out case(s) of {seconds:g} s"):
-        eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     if baseline is not None:
         generate, name = BASELINES[baseline], f"baseline:{baseline}"
     else:
-        from midas_cli.pipeline import make_eval_generator
+        try:
+            from midas_cli.pipeline import make_eval_generator
+        except ImportError as e:  # the module, or the function in it, is missing
+            if e.name != "midas_cli.pipeline":
+                raise
+            raise MidasError("--checkpoint: this install has no model evaluation "
+                             "(midas_cli.pipeline.make_eval_generator); use --baseline "
+                             "truth|static") from e
 
+        pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
                                        seed=seed, device=device)
         name = checkpoint or "demo"
+    with Console(stderr=True).status(f"rendering {cases} held-out case(s) of {seconds:g} s"):
+        eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     result = evaluate(generate, eval_cases, progress=True)
     result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
               "seed": seed, "size": size, **result}

@@ -13,7 +13,8 @@ Metrics (all frames of all cases pooled unless stated):
   0.25 there whatever the share of silence); ``speaking_lip_sync_acc``: frames where the
   avatar's own audio is voiced.
 - ``expression_acc``: expression judge == the class of the active prompt.
-- ``pose_err``: mean |judged - input| over yaw, pitch, roll (degrees).
+- ``pose_err``: mean |judged - input| over yaw, pitch, roll (degrees); per axis in
+  ``pose_err_yaw_pitch_roll``. The judge's own error on true frames is ~1.7 degrees.
 - ``listening_acc``: share of listening frames (only the interlocutor speaks) judged closed.
 """
 
@@ -32,6 +33,7 @@ from midas_cli.evaluation.cases import EvalCase
 from midas_cli.evaluation.judges import Judges, load_judges
 from midas_cli.evaluation.metrics import per_second, psnr_frames, ssim_frames
 from midas_cli.synth.constants import FPS, N_MOUTH
+from midas_cli.synth.progress import progress_bar
 
 Generator = Callable[[EvalCase], np.ndarray]
 
@@ -98,6 +100,7 @@ def _summarise(m: dict[str, np.ndarray]) -> dict:
         "speaking_lip_sync_acc": _mean(mouth_ok[m["voiced"]]),
         "expression_acc": _mean(m["expr_ok"]),
         "pose_err": _mean(m["pose_abs"].mean(1)),
+        "pose_err_yaw_pitch_roll": [float(v) for v in m["pose_abs"].mean(0)],
         "listening_acc": _mean(m["mouth_pred"][m["listening"]] == 0),
         "drift_db": float(m["psnr"][:fifth].mean() - m["psnr"][-fifth:].mean()),
     }
@@ -110,9 +113,7 @@ def evaluate(generate: Generator, cases: list[EvalCase], progress: bool = True,
         raise MidasError("evaluate: no cases")
     judges = judges or load_judges()
     per_case, pooled, gen_seconds = [], [], 0.0
-    from midas_cli.synth.dataset import _NoBar, progress_bar
-
-    with progress_bar() if progress else _NoBar() as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("evaluate", total=len(cases))
         for case in cases:
             t0 = time.perf_counter()

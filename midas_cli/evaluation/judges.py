@@ -158,6 +158,7 @@ def save_judges(judges: Judges, directory: Path = WEIGHTS_DIR) -> Path:
     tensors = {f"{name}.{k}": v.detach().contiguous().clone()
                for name, net in judges.nets().items() for k, v in net.state_dict().items()}
     save_file(tensors, str(directory / "judges.safetensors"))
+    (directory / "judges.safetensors").chmod(0o644)  # safetensors writes 0600; ship readable
     meta = {"version": 1,
             "configs": {name: asdict(net.cfg) for name, net in judges.nets().items()},
             "pose_scale": [float(v) for v in judges.pose_scale], "crop": asdict(judges.crop),

@@ -7,8 +7,8 @@ inputs the true video is ``render_clip(...)`` of the per-frame truth.
 Modules, one job each: ``constants`` (clock), ``splits`` (train/test partition),
 ``identity`` (faces from an id), ``script`` (who says which vowel when), ``audio``
 (source-filter speech), ``pose`` (trajectories), ``expressions`` (prompts),
-``shapes``/``geometry``/``render`` (drawing), ``clip`` (one random clip), ``mp4`` and
-``dataset`` (files + manifest).
+``shapes``/``geometry``/``render`` (drawing), ``clip`` (one random clip), ``mp4``,
+``progress`` and ``dataset`` (files + manifest).
 """
 
 from midas_cli.synth.clip import SynthClip, make_clip

@@ -12,9 +12,6 @@ from pathlib import Path
 
 import soundfile as sf
 from PIL import Image
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
 from midas_cli.errors import MidasError
 from midas_cli.synth.clip import SynthClip, make_clip
@@ -22,7 +19,8 @@ from midas_cli.synth.constants import DEFAULT_SIZE, FPS, SAMPLE_RATE
 from midas_cli.synth.expressions import prompts_json
 from midas_cli.synth.mp4 import write_mp4
 from midas_cli.synth.pose import pose_json
-from midas_cli.synth.render import _check_size
+from midas_cli.synth.progress import progress_bar
+from midas_cli.synth.render import check_size
 from midas_cli.synth.splits import PURPOSE_DATASET, check_split, stream
 
 
@@ -57,13 +55,6 @@ def write_clip(out_dir: Path, clip_id: str, clip: SynthClip, size: int) -> dict:
     return entry
 
 
-def progress_bar(console: Console | None = None) -> Progress:
-    """The rich progress bar used by the synth and eval commands (stderr, not stdout)."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console or Console(stderr=True), transient=False)
-
-
 def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
                   split: str = "train", size: int = DEFAULT_SIZE,
                   progress: bool = True) -> Path:
@@ -72,7 +63,7 @@ def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
     The manifest is rewritten from scratch (one line per clip, flushed as clips finish).
     """
     check_split(split)
-    size = _check_size(size)
+    size = check_size(size)
     if clips < 1:
         raise MidasError(f"--clips {clips}: need at least one clip")
     if not seconds > 0:
@@ -80,10 +71,12 @@ def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MidasError(f"--out {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MidasError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from e
     manifest = out_dir / "manifest.jsonl"
-    bar = progress_bar()
-    with manifest.open("w") as fh, bar if progress else _NoBar() as p:
+    with manifest.open("w") as fh, progress_bar(progress) as p:
         task = p.add_task(f"synth {split}", total=clips)
         for i in range(clips):
             clip = make_clip(stream(PURPOSE_DATASET, split, seed, i), seconds, split)
@@ -92,19 +85,3 @@ def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
             fh.flush()
             p.advance(task)
     return manifest
-
-
-class _NoBar:
-    """Stand-in for a rich Progress when progress output is off."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def advance(self, *a, **k):
-        pass

@@ -65,7 +65,8 @@ def random_prompt_timeline(rng: np.random.Generator, seconds: float,
     chunk = 0
     while chunk < n_chunks:
         prompts.append((round(chunk * chunk_s, 2), str(rng.choice(EXPRESSION_PROMPTS[cls]))))
-        gap = int(rng.integers(min_chunks, max(2 * mean_segment_s / chunk_s - min_chunks, min_chunks + 1)))
+        max_chunks = max(int(2 * mean_segment_s / chunk_s) - min_chunks, min_chunks + 1)
+        gap = int(rng.integers(min_chunks, max_chunks))  # mean ~ mean_segment_s
         chunk += gap
         cls = (cls + int(rng.integers(1, N_EXPRESSION))) % N_EXPRESSION
     return prompts

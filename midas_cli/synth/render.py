@@ -36,7 +36,8 @@ def _mix(a, b, t: float) -> tuple[int, int, int]:
     return tuple(int(round((1 - t) * x + t * y)) for x, y in zip(a, b))
 
 
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
+    """Validate a frame size (even for H.264 yuv420p, big enough to draw a face)."""
     if int(size) < 32 or int(size) % 2:
         raise MidasError(f"--size {size}: frame size must be an even number >= 32")
     return int(size)
@@ -62,8 +63,8 @@ def _draw_body(d: ImageDraw.ImageDraw, ident: Identity, P: Projector) -> None:
     collar = np.array([[cx - 0.42 * S, sy - 0.02 * S], [cx + 0.42 * S, sy - 0.02 * S],
                        [cx, sy + 0.50 * S]])
     d.polygon(_flat(collar), fill=ident.collar)
-    d.polygon(_flat(collar * [1, 1] + [[0.1 * S, 0], [-0.1 * S, 0], [0, -0.14 * S]]),
-              fill=ident.skin)
+    neckline = collar + [[0.1 * S, 0], [-0.1 * S, 0], [0, -0.14 * S]]  # skin V in the collar
+    d.polygon(_flat(neckline), fill=ident.skin)
 
 
 def _draw_long_hair(d: ImageDraw.ImageDraw, ident: Identity, P: Projector) -> None:
@@ -80,7 +81,8 @@ def _draw_long_hair(d: ImageDraw.ImageDraw, ident: Identity, P: Projector) -> No
 def _draw_neck(d: ImageDraw.ImageDraw, ident: Identity, P: Projector) -> None:
     top = P.project(np.array([[-0.30, 0.55, -0.15], [0.30, 0.55, -0.15]]))
     cx, S = P.centre[0], P.S
-    bottom = np.array([[cx + 0.33 * S, P.centre[1] + 1.45 * S], [cx - 0.33 * S, P.centre[1] + 1.45 * S]])
+    by = P.centre[1] + 1.45 * S  # the neck ends under the collar, where the body is
+    bottom = np.array([[cx + 0.33 * S, by], [cx - 0.33 * S, by]])
     d.polygon(_flat(np.vstack([top, bottom])), fill=_mix(ident.skin, (0, 0, 0), 0.12))
 
 
@@ -196,7 +198,8 @@ def _draw_mouth(d: ImageDraw.ImageDraw, ident: Identity, P: Projector, mouth: in
     d.polygon(_flat(P.surface(outer, 0.02)), fill=ident.lips)
     if m.open_up + m.open_lo == 0:
         d.line(_flat(P.surface(np.column_stack([x, curve]), 0.025)),
-               fill=_mix(ident.lips, (0, 0, 0), 0.55), width=max(1, int(0.028 * P.S)), joint="curve")
+               fill=_mix(ident.lips, (0, 0, 0), 0.55), width=max(1, int(0.028 * P.S)),
+               joint="curve")
         return
     inner = np.vstack([np.column_stack([x, up_in]), np.column_stack([x, lo_in])[::-1]])
     d.polygon(_flat(P.surface(inner, 0.02)), fill=_MOUTH_DARK)
@@ -206,7 +209,8 @@ def _draw_mouth(d: ImageDraw.ImageDraw, ident: Identity, P: Projector, mouth: in
         d.polygon(_flat(P.surface(teeth, 0.021)), fill=_TEETH)
 
 
-def _draw_cheeks(d: ImageDraw.ImageDraw, ident: Identity, P: Projector, ex: ExpressionShape) -> None:
+def _draw_cheeks(d: ImageDraw.ImageDraw, ident: Identity, P: Projector,
+                 ex: ExpressionShape) -> None:
     if ex.blush <= 0:
         return
     colour = _mix(ident.skin, (225, 95, 100), ex.blush)
@@ -219,7 +223,7 @@ def render_frame(identity: int | Identity, mouth: int = 0, expression: int = 0,
                  pose: np.ndarray | None = None, size: int = DEFAULT_SIZE) -> np.ndarray:
     """One frame, uint8 (size, size, 3). ``pose`` is (yaw, pitch, roll, x, y, scale)."""
     ident = as_identity(identity)
-    size = _check_size(size)
+    size = check_size(size)
     if not 0 <= int(mouth) < N_MOUTH or int(expression) not in EXPRESSION_SHAPES:
         raise ValueError(f"mouth {mouth} / expression {expression} out of range")
     big = size * SUPERSAMPLE
@@ -263,7 +267,7 @@ def render_clip(identity: int | Identity, mouth: np.ndarray, pose: np.ndarray,
         raise ValueError("mouth, pose, expression and listening must have the same length")
     drawn_pose = pose.copy()
     drawn_pose[:, 1] += nod_offsets(listening)
-    size = _check_size(size)
+    size = check_size(size)
     out = np.empty((T, size, size, 3), dtype=np.uint8)
     ident = as_identity(identity)
     for t in range(T):

@@ -92,8 +92,12 @@ def make_script(rng: np.random.Generator, n_frames: int, rate: float, other_rate
     listening = np.zeros(n_frames, dtype=bool)
     f = int(rng.integers(*cfg.lead_in_frames, endpoint=True))
     avatar_turn = (not with_listener) or rng.random() < 0.7
+    # Short clips get shorter turns (at most a third of the clip) so they still take turns.
+    cap_s = max(1.0, n_frames / FPS / 3)
     while f < n_frames:
         lo, hi = cfg.avatar_turn_s if avatar_turn else cfg.listen_turn_s
+        hi = min(hi, cap_s)
+        lo = min(lo, hi)
         length = min(int(rng.uniform(lo, hi) * FPS), n_frames - f)
         words, burst = speak(rng, length, rate if avatar_turn else other_rate)
         if avatar_turn:

@@ -1,0 +1,259 @@
+"""`midas train`: the autoencoder first, then the autoregressive model, from one recipe.
+
+Plain, visible loops (torchtune's habit). State — phase, step, model, optimizer, every RNG —
+is written atomically to `OUTPUT/train_state.pt` every `checkpoint_every` steps, and a run
+started again with the same recipe continues from it. A loadable checkpoint folder is written
+to `OUTPUT/checkpoint/` at the same time. Under `torchrun` the model phase is data-parallel
+(DDP): each rank draws its own batches, gradients are averaged, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from midas_cli.errors import MidasError
+from midas_cli.training.recipe import TrainRecipe
+
+
+def _dist():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _lr(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class _LossModule(torch.nn.Module):
+    """DDP wraps `forward`; the model's loss is a method, so it gets a forward of its own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ref, frames, prev, feats, texts):
+        b, k = len(texts), len(texts[0])
+        flat = [t for row in texts for t in row]
+        feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
+        return self.model.training_loss(ref, frames, prev, feats)
+
+
+def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
+    """Run (or resume) a recipe; returns the output folder with `checkpoint/` in it."""
+    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.conditions.text import build_word_tokenizer
+    from midas_cli.model.checkpoint import build_model, save_checkpoint
+    from midas_cli.training.data import LatentDataset, frame_pool, load_clips
+
+    rank, world = _dist()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    device = pick_device(recipe.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    amp = pick_dtype(recipe.dtype, device) == torch.bfloat16
+    out = Path(recipe.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    state_path = out / "train_state.pt"
+    torch.manual_seed(recipe.seed + rank)
+    np.random.seed(recipe.seed + rank)
+    random.seed(recipe.seed + rank)
+
+    # ---- data ---------------------------------------------------------------------------
+    cfg = recipe.model_config()
+    data_dir = Path(recipe.data.dir)
+    if not (data_dir / "manifest.jsonl").exists():
+        if recipe.data.synth is None:
+            raise MidasError(f"{data_dir}: no manifest.jsonl and no data.synth section to make one")
+        if rank == 0:
+            from midas_cli.synth.dataset import write_dataset
+
+            s = recipe.data.synth
+            log(f"synthesising {s.clips} clips of {s.seconds} s into {data_dir}")
+            write_dataset(data_dir, s.clips, s.seconds, s.seed, split="train", size=s.size)
+        if world > 1:
+            torch.distributed.barrier()
+    t0 = time.perf_counter()
+    clips = load_clips(data_dir, cfg.autoencoder.width, cfg.autoencoder.height, recipe.data.max_clips)
+    log(f"loaded {len(clips)} clips ({sum(len(c.frames) for c in clips)} frames) in {time.perf_counter() - t0:.1f} s")
+    tokenizer = build_word_tokenizer([p for c in clips for _, p in c.prompts], cfg.text.vocab_size)
+    model = build_model(cfg, tokenizer=tokenizer).to(device)
+
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        log(f"resuming: phase {state['phase']}, step {state['step']}")
+    phase = state["phase"] if state else "autoencoder"
+
+    # ---- phase 1: the autoencoder ----------------------------------------------------------
+    ae_cfg = recipe.autoencoder
+    if phase == "autoencoder" and ae_cfg.steps > 0:
+        pool = frame_pool(clips)
+        ae = model.autoencoder
+        opt = torch.optim.AdamW(ae.parameters(), lr=ae_cfg.lr, weight_decay=0.0)
+        step = 0
+        if state is not None and state["phase"] == "autoencoder":
+            opt.load_state_dict(state["optimizer"])
+            _set_rng_state(state["rng"])
+            step = state["step"]
+        ae.train()
+        rng = np.random.default_rng(recipe.seed + 17 + step)
+        while step < ae_cfg.steps:
+            from midas_cli.model.autoencoder import images_to_tensor
+
+            idx = rng.integers(0, len(pool), ae_cfg.batch_size)
+            x = images_to_tensor(pool[idx], device)
+            if rng.random() < 0.5:  # mirrored faces are faces too
+                x = x.flip(-1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                z = ae.dcae.encode(x, return_dict=False)[0]
+                rec = ae.dcae.decode(z, return_dict=False)[0]
+                # L1 for sharp edges + a latent-magnitude penalty to keep tokens near unit scale
+                loss = F.l1_loss(rec.float(), x) + 0.5 * F.mse_loss(rec.float(), x) + 1e-4 * z.float().pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, ae_cfg.steps, 50, ae_cfg.lr)
+            opt.step()
+            step += 1
+            if step % ae_cfg.log_every == 0 or step == ae_cfg.steps:
+                with torch.no_grad():
+                    psnr = 10 * torch.log10(4.0 / F.mse_loss(rec.float().clamp(-1, 1), x)).item()
+                log(f"autoencoder step {step}/{ae_cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} dB")
+            if rank == 0 and (step % recipe.checkpoint_every == 0 or step == ae_cfg.steps):
+                _save_state(state_path, {"phase": "autoencoder", "step": step, "model": model.state_dict(),
+                                         "optimizer": opt.state_dict(), "rng": _rng_state()})
+        ae.eval()
+        # unit-variance latents: set the scaling factor from the data (as DC-AE's release does)
+        with torch.no_grad():
+            from midas_cli.model.autoencoder import images_to_tensor
+
+            sample = pool[np.random.default_rng(0).integers(0, len(pool), 256)]
+            z = torch.cat([ae.dcae.encode(images_to_tensor(sample[i:i + 32], device), return_dict=False)[0]
+                           for i in range(0, len(sample), 32)])
+            ae.dcae.register_to_config(scaling_factor=float(1.0 / z.std()))
+        log(f"autoencoder scaling_factor {ae.scaling_factor:.4f}")
+        phase, state = "model", None
+        if rank == 0:
+            _save_state(state_path, {"phase": "model", "step": 0, "model": model.state_dict(), "optimizer": None,
+                                     "rng": _rng_state(), "scaling_factor": ae.scaling_factor})
+    elif state is not None and "scaling_factor" in state:
+        model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
+
+    # ---- phase 2: the autoregressive model --------------------------------------------------
+    tr = recipe.train
+    chunks = tr.chunks or cfg.window_chunks + 1
+    model.autoencoder.requires_grad_(False).eval()
+    t0 = time.perf_counter()
+    data = LatentDataset(model, clips, chunks)
+    log(f"encoded latents and conditions in {time.perf_counter() - t0:.1f} s")
+    del clips
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("autoencoder.")]
+    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay, betas=(0.9, 0.95))
+    step = 0
+    if state is not None and state["phase"] == "model" and state.get("optimizer"):
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        step = state["step"]
+    if state is not None and "scaling_factor" in state:
+        model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
+    loss_module = _LossModule(model)
+    if world > 1:
+        loss_module = torch.nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    model.train()
+    model.autoencoder.eval()
+    rng = np.random.default_rng(recipe.seed * 1000 + rank + 7919 * step)
+    smooth, t_log, seen = None, time.perf_counter(), 0
+    while step < tr.steps:
+        ref, frames, prev, feats, texts = data.sample(tr.batch_size, rng)
+        ref, frames, prev = ref.to(device), frames.to(device), prev.to(device)
+        feats = feats.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_module(ref, frames, prev, feats, texts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, tr.steps, tr.warmup, tr.lr)
+        opt.step()
+        step += 1
+        seen += tr.batch_size * world
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        if step % tr.log_every == 0 or step == tr.steps:
+            dt = time.perf_counter() - t_log
+            log(f"model step {step}/{tr.steps} loss {smooth:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{seen / dt:.1f} sequences/s")
+            t_log, seen = time.perf_counter(), 0
+        if rank == 0 and (step % recipe.checkpoint_every == 0 or step == tr.steps):
+            _save_state(state_path, {"phase": "model", "step": step, "model": model.state_dict(),
+                                     "optimizer": opt.state_dict(), "rng": _rng_state(),
+                                     "scaling_factor": model.autoencoder.scaling_factor, "loss": smooth})
+            model.eval()
+            save_checkpoint(model, out / "checkpoint")
+            if recipe.eval is not None:
+                _validate(model, recipe, log, step)
+            model.train()
+            model.autoencoder.eval()
+    if rank == 0:
+        done = out / "checkpoint"
+        if not done.exists():
+            model.eval()
+            save_checkpoint(model, done)
+    if world > 1:
+        torch.distributed.barrier()
+    return out
+
+
+def _validate(model, recipe: TrainRecipe, log, step: int) -> None:
+    """A small `midas eval` on held-out cases, logged next to the loss."""
+    try:
+        from midas_cli.evaluation.evaluate import evaluate, make_eval_cases
+        from midas_cli.pipeline import model_generator
+    except ImportError:
+        return
+    ev = recipe.eval
+    cases = make_eval_cases(ev.cases, ev.seconds, ev.seed, model.cfg.autoencoder.width)
+    scores = evaluate(model_generator(model, seed=ev.seed), cases, progress=False)
+    keys = ("psnr_db", "ssim", "lip_sync_acc", "expression_acc", "pose_err", "drift_db")
+    log(f"eval at step {step}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in keys if k in scores))
+    with open(Path(recipe.output) / "eval.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, **{k: scores.get(k) for k in keys}}) + "\n")
+
+
+def reset_run(output: str | Path) -> None:
+    shutil.rmtree(output, ignore_errors=True)

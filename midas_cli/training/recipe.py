@@ -1,0 +1,130 @@
+"""Training recipes: YAML validated into dataclasses, any field overridable as `key=value`.
+
+Sizes and paths live only here (and in the model presets a recipe names). A wrong field fails
+with its dotted name, e.g. `recipes/demo.yaml: train.batch_size: expected an integer, got 'x'`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from midas_cli.errors import MidasError
+from midas_cli.model.config import MidasConfig, dataclass_from_dict, preset
+
+
+@dataclass
+class SynthData:
+    """Generate the data with `midas synth` first when the folder has no manifest."""
+
+    clips: int = 64
+    seconds: float = 12.0
+    seed: int = 0
+    size: int = 128
+
+
+@dataclass
+class DataRecipe:
+    dir: str = "data/synth-train"  # a folder with manifest.jsonl (docs/formats.md)
+    synth: SynthData | None = None
+    max_clips: int | None = None
+
+
+@dataclass
+class AutoencoderTraining:
+    steps: int = 2000  # 0 keeps the autoencoder as built or loaded
+    batch_size: int = 16
+    lr: float = 1e-3
+    log_every: int = 50
+
+
+@dataclass
+class ModelTraining:
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    chunks: int | None = None  # chunks per training sequence; default window_chunks + 1
+    log_every: int = 25
+
+
+@dataclass
+class EvalDuringTraining:
+    cases: int = 2
+    seconds: float = 8.0
+    seed: int = 1234
+
+
+@dataclass
+class TrainRecipe:
+    model: str = "demo"  # a preset name
+    model_overrides: dict = field(default_factory=dict)  # dotted config fields, e.g. {"noise.sigma_max": 0}
+    data: DataRecipe = field(default_factory=DataRecipe)
+    autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
+    train: ModelTraining = field(default_factory=ModelTraining)
+    eval: EvalDuringTraining | None = field(default_factory=EvalDuringTraining)
+    output: str = "runs/demo"
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def model_config(self) -> MidasConfig:
+        cfg = preset(self.model).to_dict()
+        for key, value in self.model_overrides.items():
+            node = cfg
+            *parents, leaf = key.split(".")
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise MidasError(f"model_overrides: {key}: no such model config field")
+                node = node[p]
+            if leaf not in node:
+                raise MidasError(f"model_overrides: {key}: no such model config field")
+            node[leaf] = value
+        return MidasConfig.from_dict(cfg, "model_overrides")
+
+
+def shipped_recipe(name: str) -> Path | None:
+    """`demo` → the recipe shipped inside the package (so an installed wheel finds it)."""
+    path = Path(str(resources.files("midas_cli"))) / "recipes" / f"{name}.yaml"
+    return path if path.exists() else None
+
+
+def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRecipe:
+    path = Path(path_or_name)
+    if not path.exists():
+        shipped = shipped_recipe(str(path_or_name))
+        if shipped is None:
+            raise MidasError(f"{path_or_name}: no such recipe file")
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MidasError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise MidasError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise MidasError(f"override {key}: {p} is not a section")
+        node[leaf] = value
+    recipe = dataclass_from_dict(TrainRecipe, data, str(path))
+    recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    return recipe
+
+
+def recipe_to_dict(recipe: TrainRecipe) -> dict:
+    return asdict(recipe)
