@@ -13,7 +13,7 @@ import yaml
 
 from midas_cli.errors import MidasError
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "judges.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "judges.yaml"
 
 
 @dataclass
