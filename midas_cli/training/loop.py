@@ -113,6 +113,15 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     tokenizer = build_word_tokenizer([p for c in clips for _, p in c.prompts], cfg.text.vocab_size)
     model = build_model(cfg, tokenizer=tokenizer).to(device)
 
+    if recipe.autoencoder.init_from:
+        from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
+        from midas_cli.model.checkpoint import resolve_checkpoint
+
+        src = resolve_checkpoint(recipe.autoencoder.init_from) / "autoencoder"
+        if not src.is_dir():
+            raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
+        model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src))).to(device)
+        log(f"autoencoder from {src} (scaling_factor {model.autoencoder.scaling_factor:.4f})")
     state = torch.load(state_path, weights_only=False) if state_path.exists() else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -131,7 +140,9 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
             _set_rng_state(state["rng"])
             step = state["step"]
         ae.train()
-        rng = np.random.default_rng(recipe.seed + 17 + step)
+        rng = np.random.default_rng(recipe.seed + 17)
+        if state is not None and state.get("data_rng"):
+            rng.bit_generator.state = state["data_rng"]
         while step < ae_cfg.steps:
             from midas_cli.model.autoencoder import images_to_tensor
 
@@ -156,7 +167,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
                 log(f"autoencoder step {step}/{ae_cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} dB")
             if rank == 0 and (step % recipe.checkpoint_every == 0 or step == ae_cfg.steps):
                 _save_state(state_path, {"phase": "autoencoder", "step": step, "model": model.state_dict(),
-                                         "optimizer": opt.state_dict(), "rng": _rng_state()})
+                                         "optimizer": opt.state_dict(), "rng": _rng_state(),
+                                         "data_rng": rng.bit_generator.state})
         ae.eval()
         # unit-variance latents: set the scaling factor from the data (as DC-AE's release does)
         with torch.no_grad():
@@ -171,6 +183,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         if rank == 0:
             _save_state(state_path, {"phase": "model", "step": 0, "model": model.state_dict(), "optimizer": None,
                                      "rng": _rng_state(), "scaling_factor": ae.scaling_factor})
+    elif ae_cfg.steps == 0 and state is None and rank == 0:
+        phase = "model"
     elif state is not None and "scaling_factor" in state:
         model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
 
@@ -198,6 +212,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     model.train()
     model.autoencoder.eval()
     rng = np.random.default_rng(recipe.seed * 1000 + rank + 7919 * step)
+    if state is not None and state["phase"] == "model" and state.get("data_rng") and world == 1:
+        rng.bit_generator.state = state["data_rng"]
     smooth, t_log, seen = None, time.perf_counter(), 0
     while step < tr.steps:
         ref, frames, prev, feats, texts = data.sample(tr.batch_size, rng)
@@ -222,7 +238,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         if rank == 0 and (step % recipe.checkpoint_every == 0 or step == tr.steps):
             _save_state(state_path, {"phase": "model", "step": step, "model": model.state_dict(),
                                      "optimizer": opt.state_dict(), "rng": _rng_state(),
-                                     "scaling_factor": model.autoencoder.scaling_factor, "loss": smooth})
+                                     "scaling_factor": model.autoencoder.scaling_factor, "loss": smooth,
+                                     "data_rng": rng.bit_generator.state})
             model.eval()
             save_checkpoint(model, out / "checkpoint")
             if recipe.eval is not None:
@@ -248,7 +265,8 @@ def _validate(model, recipe: TrainRecipe, log, step: int) -> None:
         return
     ev = recipe.eval
     cases = make_eval_cases(ev.cases, ev.seconds, ev.seed, model.cfg.autoencoder.width)
-    scores = evaluate(model_generator(model, seed=ev.seed), cases, progress=False)
+    with torch.random.fork_rng():  # evaluation must not move the training RNG (exact resume)
+        scores = evaluate(model_generator(model, seed=ev.seed), cases, progress=False)
     keys = ("psnr_db", "ssim", "lip_sync_acc", "expression_acc", "pose_err", "drift_db")
     log(f"eval at step {step}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in keys if k in scores))
     with open(Path(recipe.output) / "eval.jsonl", "a") as f:

@@ -37,6 +37,7 @@ class DataRecipe:
 @dataclass
 class AutoencoderTraining:
     steps: int = 2000  # 0 keeps the autoencoder as built or loaded
+    init_from: str | None = None  # a checkpoint whose autoencoder to start from (e.g. to share one across ablations)
     batch_size: int = 16
     lr: float = 1e-3
     log_every: int = 50
