@@ -78,6 +78,7 @@ def run_batch(recipe: Path, device: str = "auto", rank: int | None = None, world
         out = Path(job.out)
         if out.exists():
             results.append({"job": label, "status": "skipped (exists)", "out": job.out})
+            console_err.print(f"[{len(results)}/{len(mine)}] {label}: skipped (exists)", highlight=False)
             continue
         t0 = time.perf_counter()
         try:

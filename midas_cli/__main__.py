@@ -1,0 +1,3 @@
+from midas_cli.cli.app import main
+
+main()
