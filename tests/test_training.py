@@ -48,7 +48,7 @@ def tiny_data(tmp_path_factory):
 def _recipe(data, output, steps, extra=()):
     return load_recipe("demo", [f"data.dir={data}", "model=tiny", f"output={output}", "autoencoder.steps=10",
                                 "autoencoder.batch_size=4", "train.batch_size=2", f"train.steps={steps}",
-                                "train.warmup=5", "train.lr=0.003", "checkpoint_every=10", "eval=null",
+                                "train.warmup=5", "train.lr=0.003", "checkpoint_every=10",
                                 "train.log_every=5", *extra])
 
 
@@ -57,11 +57,16 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
     from midas_cli.training.loop import train
 
     logs = []
-    straight = train(_recipe(tiny_data, tmp_path / "a", 60), log=logs.append)
+    # validation at every checkpoint must not move the training RNG: run b has none, same weights
+    straight = train(_recipe(tiny_data, tmp_path / "a", 60, ["eval.cases=1", "eval.seconds=1.0"]), log=logs.append)
     losses = [float(m.split("loss ")[1].split()[0]) for m in logs if m.startswith("model step")]
     assert losses[-1] < losses[0] * 0.8, losses
     assert (straight / "checkpoint" / "model.safetensors").exists()
     load_model(straight / "checkpoint")  # loadable by every command
+    import json
+
+    scores = [json.loads(line) for line in (straight / "eval.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in scores] == [10, 20, 30, 40, 50, 60] and "lip_sync_acc" in scores[-1]
 
     # killed at step 35 (its last checkpoint: step 30), then started again with the same recipe
     class Killed(Exception):
@@ -72,11 +77,11 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
             raise Killed
 
     with pytest.raises(Killed):
-        train(_recipe(tiny_data, tmp_path / "b", 60), log=kill_at_35)
+        train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=kill_at_35)
     state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
     assert state["phase"] == "model" and state["step"] == 30
     resumed_logs = []
-    train(_recipe(tiny_data, tmp_path / "b", 60), log=resumed_logs.append)
+    train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=resumed_logs.append)
     assert any("resuming: phase model, step 30" in m for m in resumed_logs)
     a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)

@@ -258,11 +258,10 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
 
 def _validate(model, recipe: TrainRecipe, log, step: int) -> None:
     """A small `midas eval` on held-out cases, logged next to the loss."""
-    try:
-        from midas_cli.evaluation.evaluate import evaluate, make_eval_cases
-        from midas_cli.pipeline import model_generator
-    except ImportError:
-        return
+    from midas_cli.evaluation.cases import make_eval_cases
+    from midas_cli.evaluation.evaluate import evaluate
+    from midas_cli.pipeline import model_generator
+
     ev = recipe.eval
     cases = make_eval_cases(ev.cases, ev.seconds, ev.seed, model.cfg.autoencoder.width)
     with torch.random.fork_rng():  # evaluation must not move the training RNG (exact resume)
