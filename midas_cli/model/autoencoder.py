@@ -19,6 +19,8 @@ def build_dcae(cfg: AutoencoderConfig, pretrained_path: str | None = None, **loa
     from diffusers import AutoencoderDC
 
     if pretrained_path is not None:
+        # low_cpu_mem_usage needs `accelerate`; without it diffusers prints a warning on every load
+        load_kwargs.setdefault("low_cpu_mem_usage", False)
         return AutoencoderDC.from_pretrained(pretrained_path, **load_kwargs)
     return AutoencoderDC(**cfg.architecture)
 
