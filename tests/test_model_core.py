@@ -230,3 +230,35 @@ def test_text_encoders_pool_prompts():
     out = enc(["smiling warmly", "", "FROWN"])
     assert out.shape == (3, 8) and torch.equal(out[1], torch.zeros(8))
     assert not torch.allclose(out[0], out[2])
+
+
+def test_patched_tokens_are_latent_squares(tmp_path):
+    """patch_size 2: a token holds a 2×2 square of latent pixels, and decoding undoes exactly that."""
+    cfg = preset("tiny")
+    cfg.autoencoder.architecture["encoder_block_out_channels"] = (8, 8, 16, 16)
+    cfg.autoencoder.architecture["decoder_block_out_channels"] = (8, 8, 16, 16)
+    for key in ("encoder_layers_per_block", "decoder_layers_per_block"):
+        cfg.autoencoder.architecture[key] = (1, 1, 1, 1)
+    for key in ("encoder_qkv_multiscales", "decoder_qkv_multiscales"):
+        cfg.autoencoder.architecture[key] = ((),) * 4
+    cfg.autoencoder.architecture["encoder_block_types"] = ("ResBlock",) * 4
+    cfg.autoencoder.architecture["decoder_block_types"] = ("ResBlock",) * 4
+    cfg.autoencoder.patch_size = 2
+    cfg.validate()
+    torch.manual_seed(0)
+    model = MidasModel(cfg).eval()
+    assert cfg.spatial_compression == 16 and cfg.latent_grid == (4, 4) and cfg.tokens_per_frame == 16
+    assert cfg.latent_channels == 4 * cfg.autoencoder.architecture["latent_channels"]
+    img = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        tokens = model.autoencoder.encode(img)
+        latent = model.autoencoder.dcae.encode(img, return_dict=False)[0] * model.autoencoder.scaling_factor
+        assert tokens.shape == (2, 16, cfg.latent_channels)
+        # token (row 0, col 1) holds latent pixels rows 0-1, cols 2-3
+        square = latent[0, :, 0:2, 2:4]  # (C, 2, 2)
+        assert torch.allclose(tokens[0, 1].view(-1, 2, 2), square)
+        direct = model.autoencoder.dcae.decode(latent / model.autoencoder.scaling_factor, return_dict=False)[0]
+        assert torch.allclose(model.autoencoder.decode(tokens, cfg.latent_grid), direct, atol=1e-6)
+        loaded = load_model(save_checkpoint(model, tmp_path / "patched"))
+        assert loaded.cfg.autoencoder.patch_size == 2
+        assert torch.equal(loaded.autoencoder.encode(img), tokens)

@@ -88,3 +88,19 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
     assert a["step"] == b["step"] == 60
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_edge_weighted_loss_puts_weight_on_edges():
+    """The same error costs more on an edge (a lip line) than on a flat area (a cheek)."""
+    from midas_cli.training.loop import reconstruction_loss
+
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 16:, :] = 1.0  # one horizontal edge at row 16
+    z = torch.zeros(1, 4, 2, 2)
+    on_edge, flat = x.clone(), x.clone()
+    on_edge[..., 15:17, 8:12] += 0.3
+    flat[..., 4:6, 8:12] += 0.3
+    plain = [reconstruction_loss(r, x, z).item() for r in (on_edge, flat)]
+    weighted = [reconstruction_loss(r, x, z, edge_weight=5.0).item() for r in (on_edge, flat)]
+    assert plain[0] == pytest.approx(plain[1])
+    assert weighted[0] > 2 * weighted[1]

@@ -1,14 +1,15 @@
 """Frames ⇄ tokens through a deep-compression autoencoder (diffusers `AutoencoderDC`).
 
 A frame (B, 3, H, W) in [-1, 1] becomes a latent (B, C, H/r, W/r), multiplied by the config's
-`scaling_factor` so it has roughly unit variance, then flattened row-major into N = (H/r)(W/r)
-tokens of C channels. Decoding is frame by frame (no temporal layers), which is what lets the
+`scaling_factor` so it has roughly unit variance, then cut into p × p patches (`patch_size`, 1 by
+default) and flattened row-major into N = (H/rp)(W/rp) tokens of C·p² channels. Decoding is frame by frame (no temporal layers), which is what lets the
 streaming engine hand each frame to ffmpeg as soon as it exists.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from midas_cli.model.config import AutoencoderConfig
@@ -28,9 +29,10 @@ def build_dcae(cfg: AutoencoderConfig, pretrained_path: str | None = None, **loa
 class FrameAutoencoder(nn.Module):
     """Wraps an `AutoencoderDC`: images ⇄ scaled frame tokens."""
 
-    def __init__(self, dcae: nn.Module):
+    def __init__(self, dcae: nn.Module, patch_size: int = 1):
         super().__init__()
         self.dcae = dcae
+        self.patch_size = patch_size
 
     @property
     def scaling_factor(self) -> float:
@@ -38,17 +40,22 @@ class FrameAutoencoder(nn.Module):
 
     @property
     def compression(self) -> int:
-        return int(self.dcae.spatial_compression_ratio)
+        """Pixels per token side."""
+        return int(self.dcae.spatial_compression_ratio) * self.patch_size
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] → tokens (B, N, C), scaled."""
         latent = self.dcae.encode(images, return_dict=False)[0] * self.scaling_factor  # (B, C, h, w)
-        return latent.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, C)
+        if self.patch_size > 1:
+            latent = F.pixel_unshuffle(latent, self.patch_size)  # (B, C·p², h/p, w/p)
+        return latent.flatten(2).transpose(1, 2).contiguous()  # (B, N, C·p²)
 
     def decode(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Tokens (B, N, C) → images (B, 3, H, W) in [-1, 1] (not clamped)."""
         h, w = grid
         latent = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+        if self.patch_size > 1:
+            latent = F.pixel_shuffle(latent, self.patch_size)
         return self.dcae.decode(latent / self.scaling_factor, return_dict=False)[0]
 
 

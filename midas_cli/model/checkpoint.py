@@ -134,7 +134,7 @@ def build_model(cfg: MidasConfig, ckpt_dir: Path | None = None, tokenizer=None, 
     if load_pretrained:
         ae_src = _component_source(base, cfg.autoencoder.pretrained)
         if ae_src is not None:
-            comps["autoencoder"] = FrameAutoencoder(build_dcae(cfg.autoencoder, ae_src))
+            comps["autoencoder"] = FrameAutoencoder(build_dcae(cfg.autoencoder, ae_src), cfg.autoencoder.patch_size)
         if cfg.audio.kind == "whisper" and cfg.audio.pretrained:
             comps["audio_features"] = build_audio_features(cfg.audio, _component_source(base, cfg.audio.pretrained))
         if cfg.text.kind == "t5" and cfg.text.pretrained:

@@ -29,6 +29,9 @@ class AutoencoderConfig:
     architecture: dict = field(default_factory=dict)  # AutoencoderDC kwargs: builds it from scratch / on meta
     height: int = 64  # frame size in pixels; multiples of the spatial compression ratio
     width: int = 64
+    # A token is a patch_size × patch_size square of latent pixels (as DiT patchifies): a shallow,
+    # quick-to-train f16 autoencoder with patch 2 gives the backbone as few tokens as an f32 one.
+    patch_size: int = 1
 
 
 @dataclass
@@ -111,7 +114,9 @@ class MidasConfig:
 
     @property
     def spatial_compression(self) -> int:
-        return 2 ** (len(self.autoencoder.architecture.get("encoder_block_out_channels", (0,))) - 1)
+        """Pixels per token side: the autoencoder's downsampling times the token patch size."""
+        stages = len(self.autoencoder.architecture.get("encoder_block_out_channels", (0,)))
+        return 2 ** (stages - 1) * self.autoencoder.patch_size
 
     @property
     def latent_grid(self) -> tuple[int, int]:
@@ -125,7 +130,8 @@ class MidasConfig:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.autoencoder.architecture.get("latent_channels", 32))
+        """Channels of one frame token (latent channels × patch area)."""
+        return int(self.autoencoder.architecture.get("latent_channels", 32)) * self.autoencoder.patch_size ** 2
 
     @property
     def cond_tokens_per_chunk(self) -> int:
@@ -161,6 +167,8 @@ class MidasConfig:
         def bad(name: str, why: str):
             raise MidasError(f"{source}: {name}: {why}")
 
+        if self.autoencoder.patch_size < 1:
+            bad("autoencoder.patch_size", "must be at least 1")
         r = self.spatial_compression
         if self.autoencoder.height % r or self.autoencoder.width % r:
             bad("autoencoder.height/width", f"must be multiples of the compression ratio {r}")
@@ -282,12 +290,14 @@ def tiny() -> MidasConfig:
 def demo() -> MidasConfig:
     """Ships in the package: 128×128 frames, 16 tokens of 32 channels, trained on a 2-core CPU.
 
-    Sized for the CPU budget (an hour of training on 2 cores): a 3.2M backbone, a 1M head.
+    Sized for the CPU budget (an hour of training on 2 cores): a 3.2M backbone, a 1M head. The
+    autoencoder is f16 with 8 latent channels and 2×2 token patches: the same 16 tokens × 32
+    channels as an f32 one, but it learns eyes and lips in far fewer steps.
     """
     return MidasConfig(
         autoencoder=AutoencoderConfig(
-            architecture=_dcae_arch((16, 32, 64, 64, 128, 128), ((0, 1, 1, 1, 1, 1), (0, 1, 1, 1, 1, 1)), 32),
-            height=128, width=128),
+            architecture=_dcae_arch((16, 32, 64, 128, 128), ((0, 1, 1, 1, 1), (0, 1, 1, 1, 1)), 8),
+            height=128, width=128, patch_size=2),
         audio=AudioConfig(kind="logmel", n_mels=40),
         text=TextConfig(kind="learned", dim=64, vocab_size=512),
         backbone=BackboneConfig(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,

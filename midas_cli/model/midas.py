@@ -70,7 +70,8 @@ class MidasModel(nn.Module):
         h, c, n = cfg.backbone.hidden_size, cfg.latent_channels, cfg.tokens_per_frame
 
         # media → tokens
-        self.autoencoder = components.get("autoencoder") or FrameAutoencoder(build_dcae(cfg.autoencoder))
+        self.autoencoder = components.get("autoencoder") or FrameAutoencoder(
+            build_dcae(cfg.autoencoder), cfg.autoencoder.patch_size)
         self.audio_features = components.get("audio_features") or build_audio_features(cfg.audio)
         self.text_encoder = components.get("text_encoder") or build_text_encoder(cfg.text, tokenizer)
         self.projector = ConditionProjector(audio_feature_dim(cfg.audio), POSE_FEATURE_DIM, text_feature_dim(cfg.text),

@@ -48,6 +48,20 @@ def _save_state(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0):
+    """L1 (sharp edges) + MSE, weighted up near image edges, + a small latent-magnitude penalty
+    that keeps tokens near unit scale."""
+    err = rec.float() - x
+    if edge_weight > 0:
+        gx = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs().mean(1, keepdim=True), (0, 1))
+        gy = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs().mean(1, keepdim=True), (0, 0, 0, 1))
+        w = 1 + edge_weight * F.max_pool2d(gx + gy, 3, 1, 1)
+        w = w / w.mean()
+    else:
+        w = torch.ones_like(x[:, :1])
+    return (w * err.abs()).mean() + 0.5 * (w * err.pow(2)).mean() + 1e-4 * z.float().pow(2).mean()
+
+
 def _lr(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -120,7 +134,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         src = resolve_checkpoint(recipe.autoencoder.init_from) / "autoencoder"
         if not src.is_dir():
             raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
-        model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src))).to(device)
+        model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src)),
+                                             cfg.autoencoder.patch_size).to(device)
         log(f"autoencoder from {src} (scaling_factor {model.autoencoder.scaling_factor:.4f})")
     state = torch.load(state_path, weights_only=False) if state_path.exists() else None
     if state is not None:
@@ -130,6 +145,10 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
 
     # ---- phase 1: the autoencoder ----------------------------------------------------------
     ae_cfg = recipe.autoencoder
+    r = int(model.autoencoder.dcae.spatial_compression_ratio)
+    if ae_cfg.crop is not None and (ae_cfg.crop % r or not r <= ae_cfg.crop <= min(cfg.autoencoder.height,
+                                                                                   cfg.autoencoder.width)):
+        raise MidasError(f"autoencoder.crop: {ae_cfg.crop} must be a multiple of {r} and fit in the frame")
     if phase == "autoencoder" and ae_cfg.steps > 0:
         pool = frame_pool(clips)
         ae = model.autoencoder
@@ -150,11 +169,13 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
             x = images_to_tensor(pool[idx], device)
             if rng.random() < 0.5:  # mirrored faces are faces too
                 x = x.flip(-1)
+            if ae_cfg.crop:
+                i, j = rng.integers(0, x.shape[-2] - ae_cfg.crop + 1), rng.integers(0, x.shape[-1] - ae_cfg.crop + 1)
+                x = x[..., i:i + ae_cfg.crop, j:j + ae_cfg.crop]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 z = ae.dcae.encode(x, return_dict=False)[0]
                 rec = ae.dcae.decode(z, return_dict=False)[0]
-                # L1 for sharp edges + a latent-magnitude penalty to keep tokens near unit scale
-                loss = F.l1_loss(rec.float(), x) + 0.5 * F.mse_loss(rec.float(), x) + 1e-4 * z.float().pow(2).mean()
+                loss = reconstruction_loss(rec, x, z, ae_cfg.edge_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g in opt.param_groups:

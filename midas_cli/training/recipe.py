@@ -40,6 +40,10 @@ class AutoencoderTraining:
     init_from: str | None = None  # a checkpoint whose autoencoder to start from (e.g. to share one across ablations)
     batch_size: int = 16
     lr: float = 1e-3
+    # Extra loss weight on edges (eyes, lips, outlines): a uniform pixel loss spends its early
+    # steps on large flat areas and leaves the small features that carry lip sync for last.
+    edge_weight: float = 0.0
+    crop: int | None = None  # train on random crops of this size (cheaper steps; the AE is convolutional)
     log_every: int = 50
 
 
