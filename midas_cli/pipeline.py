@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,47 +99,99 @@ def encode_reference(model: MidasModel, ref: np.ndarray) -> torch.Tensor:
 
 def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray], None], *, seed: int = 0,
            steps: int | None = None, context_sigma: float | None = None, on_chunk: Callable[[int, int], None] | None = None,
-           on_chunk_stats: Callable[[int, float], None] | None = None) -> RenderStats:
-    """Generate `inputs.n_frames` frames, handing each uint8 (H, W, 3) frame to `sink` as it is decoded."""
+           on_chunk_stats: Callable[[int, float], None] | None = None, pipeline: bool = True,
+           channels_last: bool = True) -> RenderStats:
+    """Generate `inputs.n_frames` frames, handing each uint8 (H, W, 3) frame to `sink` as it is decoded.
+
+    With `pipeline` (the default) chunk c is decoded and handed to the sink on a worker thread
+    while chunk c+1 is generated; at most one chunk waits, so memory stays flat, and frames
+    reach the sink in order. Stage times are then busy times that overlap, and a chunk's time
+    is the gap between two chunks' frames reaching the sink. The frames are the same either way.
+    On a CPU the two threads get half of torch's threads each for the render (restored after):
+    sharing all of them oversubscribes the cores, and generation's small ops gain little from
+    a second thread anyway (measured in benchmarks/README.md).
+    With `channels_last` the autoencoder's convolutions run on channels-last tensors, the
+    layout oneDNN and cuDNN are fastest with (the decoder is mostly convolutions).
+    """
+    _set_conv_layout(model.autoencoder, torch.channels_last if channels_last else torch.contiguous_format)
     torch.manual_seed(seed)
     stats = RenderStats(frames=0, seconds=inputs.n_frames / FPS)
     engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed)
     grid = model.cfg.latent_grid
     f = model.cfg.frames_per_chunk
     n_chunks = math.ceil(inputs.n_frames / f)
-    t_start = time.perf_counter()
-    cond_iter = chunk_conditions(model, inputs)
-    engine.start(encode_reference(model, inputs.ref))
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    for c in range(n_chunks):
-        t_chunk = time.perf_counter()
-        t0 = time.perf_counter()
-        feats = next(cond_iter)
-        stats.stages["conditions"] += time.perf_counter() - t0
-        latents = engine.generate_chunk(feats)  # (1, F, N, C)
-        keep = min(f, inputs.n_frames - c * f)
+    done_at: list[float] = []
+
+    def decode_and_write(latents: torch.Tensor, keep: int) -> None:
         t0 = time.perf_counter()
         with torch.no_grad():
             images = tensor_to_images(model.autoencoder.decode(latents[0, :keep], grid))
         sync()
-        stats.stages["decode"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         for img in images:
             sink(img)
-        stats.stages["mux"] += time.perf_counter() - t0
+        t2 = time.perf_counter()
+        stats.stages["decode"] += t1 - t0
+        stats.stages["mux"] += t2 - t1
         stats.frames += keep
-        now = time.perf_counter()
+        done_at.append(t2)
+
+    def finished(c: int) -> None:
+        gap = done_at[c] - (done_at[c - 1] if c else t_start)
         if c == 0:
-            stats.first_chunk_s = now - t_start
-        stats.chunk_times.append(now - t_chunk)
+            stats.first_chunk_s = gap
+        stats.chunk_times.append(gap)
         if on_chunk is not None:
             on_chunk(c + 1, n_chunks)
         if on_chunk_stats is not None:
-            on_chunk_stats(c, now - t_chunk)
+            on_chunk_stats(c, gap)
+
+    t_start = time.perf_counter()
+    cond_iter = chunk_conditions(model, inputs)
+    engine.start(encode_reference(model, inputs.ref))
+    pending: Future | None = None
+    split = pipeline and model.device.type == "cpu" and torch.get_num_threads() > 1
+    with _torch_threads(torch.get_num_threads() // 2) if split else nullcontext(), \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="midas-decode") if pipeline else nullcontext() as pool:
+        for c in range(n_chunks):
+            t0 = time.perf_counter()
+            feats = next(cond_iter)
+            stats.stages["conditions"] += time.perf_counter() - t0
+            latents = engine.generate_chunk(feats)  # (1, F, N, C)
+            keep = min(f, inputs.n_frames - c * f)
+            if pending is not None:
+                pending.result()  # one chunk in flight at most; re-raises a sink's error here
+                finished(c - 1)
+                pending = None
+            if pool is None:
+                decode_and_write(latents, keep)
+                finished(c)
+            else:
+                pending = pool.submit(decode_and_write, latents, keep)
+        if pending is not None:
+            pending.result()
+            finished(n_chunks - 1)
     stats.stages["backbone"] = engine.timings["backbone"]
     stats.stages["head"] = engine.timings["head"]
     stats.wall_s = time.perf_counter() - t_start
     return stats
+
+
+def _set_conv_layout(module: torch.nn.Module, layout: torch.memory_format) -> None:
+    conv = next((m for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is not None and not conv.weight.is_contiguous(memory_format=layout):
+        module.to(memory_format=layout)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:

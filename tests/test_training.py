@@ -30,6 +30,7 @@ def test_shipped_judge_and_batch_recipes_validate():
     ("train.bogus=1", "bogus"),
     ("autoencoder.lr=[1]", "autoencoder.lr"),
     ("model_overrides={backbone.hidden: 3}", "backbone.hidden"),
+    ("train.self_context=1.5", "train.self_context"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
@@ -78,13 +79,13 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
 
     with pytest.raises(Killed):
         train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=kill_at_35)
-    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert state["phase"] == "model" and state["step"] == 30
     resumed_logs = []
     train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=resumed_logs.append)
     assert any("resuming: phase model, step 30" in m for m in resumed_logs)
-    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert a["step"] == b["step"] == 60
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -104,3 +105,55 @@ def test_edge_weighted_loss_puts_weight_on_edges():
     weighted = [reconstruction_loss(r, x, z, edge_weight=5.0).item() for r in (on_edge, flat)]
     assert plain[0] == pytest.approx(plain[1])
     assert weighted[0] > 2 * weighted[1]
+
+
+def test_self_context_feeds_the_model_its_own_samples():
+    """With self_context the slots see sampled frames (not the truth), the first slot keeps its
+    true context, no gradient flows through the samples, and the train/eval mode is restored."""
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import ChunkFeatures, MidasModel
+
+    torch.manual_seed(0)
+    model = MidasModel(preset("tiny")).train()
+    cfg = model.cfg
+    b, k, f, n, c = 2, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
+    ref = torch.randn(b, n, c)
+    frames = torch.randn(b, k * f, n, c)
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    feats = ChunkFeatures(audio=torch.randn(b, k, f, model.projector.audio[0].in_features),
+                          pose=torch.randn(b, k, f, 12), text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
+                          listen=torch.randn(b, k, f, model.projector.audio[0].in_features))
+    own = model.own_context(ref, prev, feats, torch.Generator().manual_seed(1))
+    assert model.training and not own.requires_grad
+    assert torch.equal(own[:, 0], prev[:, 0])
+    assert (own[:, 1:] - prev[:, 1:]).abs().mean() > 0.1
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    forced = model.training_loss(ref, frames, prev, feats, g())
+    assert torch.equal(forced, model.training_loss(ref, frames, prev, feats, g(), self_context=0.0))
+    mixed = model.training_loss(ref, frames, prev, feats, g(), self_context=1.0)
+    assert not torch.equal(forced, mixed)
+    mixed.backward()
+    assert any(p.grad is not None for p in model.head.parameters())
+
+
+def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_path):
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+    from midas_cli.training.data import LatentDataset, load_clips
+
+    torch.manual_seed(0)
+    model = MidasModel(preset("tiny")).eval()
+    clips = load_clips(tiny_data, model.cfg.autoencoder.width, model.cfg.autoencoder.height)
+    logs = []
+    first = LatentDataset(model, clips, 2, cache_dir=tmp_path, log=logs.append)
+    assert len(list(tmp_path.glob("latents-*.safetensors"))) == 1 and not logs
+    second = LatentDataset(model, clips, 2, cache_dir=tmp_path, log=logs.append)
+    assert any("from cache" in m for m in logs)
+    for a, b in zip(first.items, second.items):
+        assert a["prompts"] == b["prompts"]
+        for key in LatentDataset.TENSORS:
+            assert torch.equal(a[key], b[key]), key
+    with torch.no_grad():  # another autoencoder must not reuse those latents
+        next(model.autoencoder.parameters()).add_(0.1)
+    LatentDataset(model, clips, 2, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("latents-*.safetensors"))) == 2

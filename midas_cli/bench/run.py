@@ -34,7 +34,7 @@ def _fifths_ratio(values: list[float]) -> float:
 
 
 def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu", dtype: str = "float32",
-              mux: bool = True, seed: int = 0, progress=None) -> dict:
+              mux: bool = True, seed: int = 0, progress=None, pipeline: bool = True) -> dict:
     from midas_cli.cli.common import pick_device, pick_dtype
     from midas_cli.model.checkpoint import build_model, config_or_checkpoint, load_model
     from midas_cli.model.config import PRESETS
@@ -70,9 +70,11 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
 
             out = Path(tmp) / "bench.mp4"
             with VideoWriter(out, cfg.autoencoder.width, cfg.autoencoder.height, fps=FPS) as writer:
-                stats = render(model, inputs, writer.write, seed=seed, on_chunk_stats=on_chunk_stats)
+                stats = render(model, inputs, writer.write, seed=seed, on_chunk_stats=on_chunk_stats,
+                               pipeline=pipeline)
         else:
-            stats = render(model, inputs, lambda frame: None, seed=seed, on_chunk_stats=on_chunk_stats)
+            stats = render(model, inputs, lambda frame: None, seed=seed, on_chunk_stats=on_chunk_stats,
+                           pipeline=pipeline)
     times = stats.chunk_times
     return {
         "name": name or "demo checkpoint",
@@ -80,6 +82,7 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
         "device": str(dev),
         "dtype": str(dt).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(),
+        "pipeline": pipeline,
         "seconds": stats.seconds,
         "frames": stats.frames,
         "chunks": len(times),

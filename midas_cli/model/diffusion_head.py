@@ -79,9 +79,13 @@ class HeadBlock(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
     def forward(self, x, c):
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate_msa[:, None] * self.attention(modulate(self.norm1(x), shift_msa[:, None], scale_msa[:, None]))
-        x = x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp[:, None], scale_mlp[:, None]))
+        return self.modulated(x, self.adaLN_modulation(c)[:, None])
+
+    def modulated(self, x, mod):
+        """x (B, N, W) with this block's modulation (·, 1, 6W) already computed from the time."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        x = x + gate_msa * self.attention(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
@@ -93,9 +97,11 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        if c.dim() == 2:
-            shift, scale = shift[:, None], scale[:, None]
+        mod = self.adaLN_modulation(c)
+        return self.modulated(x, mod[:, None] if c.dim() == 2 else mod)
+
+    def modulated(self, x, mod):
+        shift, scale = mod.chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -137,6 +143,27 @@ class DiffusionHead(nn.Module):
         for block in self.blocks:
             x = block(x, c)
         return self.final_layer(x, c)  # (B, N, C)
+
+    def sampler(self, cond: torch.Tensor, times: torch.Tensor):
+        """`velocity(x_t, i)` at `times[i]` for one frame's sampling, same result as `forward`.
+
+        Everything that depends only on the time (its embedding, every adaLN modulation) is
+        computed for all steps in one batched pass, and the condition is embedded once, so a
+        4-step sample runs about half the small ops of four `forward` calls; with a frame of
+        only tens of tokens those ops, not FLOPs, are the cost.
+        """
+        c = self.t_embedder(times)  # (S, W)
+        mods = [block.adaLN_modulation(c)[:, None, None] for block in self.blocks]  # (S, 1, 1, 6W)
+        final = self.final_layer.adaLN_modulation(c)[:, None, None]
+        base = self.cond_embed(cond) + self.pos_embed
+
+        def velocity(x_t: torch.Tensor, i: int) -> torch.Tensor:
+            x = self.x_embed(x_t) + base
+            for block, mod in zip(self.blocks, mods):
+                x = block.modulated(x, mod[i])
+            return self.final_layer.modulated(x, final[i])
+
+        return velocity
 
 
 #################################################################################

@@ -35,9 +35,13 @@ def flow_matching_loss(head, x0: torch.Tensor, cond: torch.Tensor, generator: to
 def euler_sample(head, cond: torch.Tensor, noise: torch.Tensor, steps: int = 4, shift: float = 1.0) -> torch.Tensor:
     """Integrate noise (B, N, C) to a frame, conditioned on cond (B, N, H)."""
     ts = time_grid(steps, shift, device=noise.device)
+    if hasattr(head, "sampler"):  # time-only work batched over the steps (DiffusionHead)
+        velocity = head.sampler(cond, ts[:-1])
+    else:
+        def velocity(x_t, i):
+            return head(x_t, ts[i].expand(x_t.shape[0]), cond)
+    dts = (ts[1:] - ts[:-1]).to(noise.dtype).tolist()
     x = noise
     for i in range(steps):
-        t = ts[i].expand(x.shape[0])
-        v = head(x, t, cond)
-        x = x + (ts[i + 1] - ts[i]).to(x.dtype) * v
+        x = x + dts[i] * velocity(x, i)
     return x

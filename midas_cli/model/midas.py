@@ -30,7 +30,7 @@ from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
 from midas_cli.model.backbone import Backbone
 from midas_cli.model.config import MidasConfig
 from midas_cli.model.diffusion_head import build_head
-from midas_cli.model.flow import flow_matching_loss
+from midas_cli.model.flow import euler_sample, flow_matching_loss
 from midas_cli.model.mask import SequenceLayout, chunk_causal_mask
 from midas_cli.model.noise import ContextNoise
 
@@ -52,6 +52,11 @@ class ChunkFeatures:
     def chunk(self, k: int) -> "ChunkFeatures":
         return ChunkFeatures(self.audio[:, k:k + 1], self.pose[:, k:k + 1], self.text[:, k:k + 1],
                              None if self.listen is None else self.listen[:, k:k + 1])
+
+    def select(self, rows: torch.Tensor) -> "ChunkFeatures":
+        """The batch rows picked by a boolean or index tensor."""
+        return ChunkFeatures(self.audio[rows], self.pose[rows], self.text[rows],
+                             None if self.listen is None else self.listen[rows])
 
     def to(self, device, dtype=None) -> "ChunkFeatures":
         def mv(x):
@@ -133,17 +138,48 @@ class MidasModel(nn.Module):
 
     # ---- training ---------------------------------------------------------------------------
     def training_loss(self, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
-                      feats: ChunkFeatures, generator: torch.Generator | None = None) -> torch.Tensor:
+                      feats: ChunkFeatures, generator: torch.Generator | None = None,
+                      self_context: float = 0.0) -> torch.Tensor:
         """Flow-matching loss of every frame, teacher-forced.
 
         frames (B, T, N, C): targets; previous (B, T, N, C): the frame before each target
         (the reference for a clip's first frame). Context noise is drawn here.
+        self_context: share of sequences whose context is the model's own sampled frames
+        (`own_context`), so it learns to pull a drifting rollout back to the true frame.
         """
         b, t = frames.shape[:2]
+        if self_context > 0:
+            use = torch.rand(b, device=frames.device, generator=generator) < self_context
+            if bool(use.any()):
+                own = self.own_context(ref_tokens[use], previous[use], feats.select(use), generator)
+                previous = previous.clone()
+                previous[use] = own
         buckets = self.noise.sample_buckets((b, t), frames.device, generator)
         context = self.noise.corrupt(previous, buckets, generator)
         cond = self.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
         return flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
+
+    @torch.no_grad()
+    def own_context(self, ref_tokens: torch.Tensor, previous: torch.Tensor, feats: ChunkFeatures,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Replace each context frame after the first by the model's own sample of it.
+
+        One teacher-forced pass samples every frame with the head's inference steps; frame t's
+        sample becomes slot t+1's context. Generation feeds the model its own frames, which
+        are blurrier than the truth; trained only on true ones, it compounds the blur
+        (exposure bias). Sampling all frames at once keeps this to one extra forward pass.
+        """
+        was_training = self.training
+        self.eval()
+        b, t = previous.shape[:2]
+        buckets = self.noise.sample_buckets((b, t), previous.device, generator)
+        cond = self.slot_hidden(ref_tokens, self.noise.corrupt(previous, buckets, generator), feats, buckets)
+        noise = torch.randn(previous.flatten(0, 1).shape, device=previous.device, generator=generator,
+                            dtype=previous.dtype)
+        sampled = euler_sample(self.head, cond.flatten(0, 1).to(previous.dtype), noise, self.cfg.head.steps,
+                               self.cfg.head.time_shift).view_as(previous)
+        self.train(was_training)
+        return torch.cat([previous[:, :1], sampled[:, :-1]], dim=1)
 
     # ---- text --------------------------------------------------------------------------------
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

@@ -33,13 +33,26 @@ def _dist():
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # plain types only, so train_state.pt loads with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "python": random.getstate()}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
+
+
+def load_train_state(path: Path) -> dict:
+    """`train_state.pt` without unpickling arbitrary objects."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:
+        raise MidasError(f"{path}: not a readable training state ({str(e).splitlines()[0][:120]}); "
+                         "delete it to start the run over") from None
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -76,11 +89,11 @@ class _LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ref, frames, prev, feats, texts):
+    def forward(self, ref, frames, prev, feats, texts, self_context: float = 0.0):
         b, k = len(texts), len(texts[0])
         flat = [t for row in texts for t in row]
         feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
-        return self.model.training_loss(ref, frames, prev, feats)
+        return self.model.training_loss(ref, frames, prev, feats, self_context=self_context)
 
 
 def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
@@ -137,7 +150,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src)),
                                              cfg.autoencoder.patch_size).to(device)
         log(f"autoencoder from {src} (scaling_factor {model.autoencoder.scaling_factor:.4f})")
-    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    state = load_train_state(state_path) if state_path.exists() else None
     if state is not None:
         model.load_state_dict(state["model"])
         log(f"resuming: phase {state['phase']}, step {state['step']}")
@@ -214,7 +227,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     chunks = tr.chunks or cfg.window_chunks + 1
     model.autoencoder.requires_grad_(False).eval()
     t0 = time.perf_counter()
-    data = LatentDataset(model, clips, chunks)
+    data = LatentDataset(model, clips, chunks, cache_dir=data_dir / ".midas-cache", log=log)
     log(f"encoded latents and conditions in {time.perf_counter() - t0:.1f} s")
     del clips
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("autoencoder.")]
@@ -241,7 +254,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         ref, frames, prev = ref.to(device), frames.to(device), prev.to(device)
         feats = feats.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_module(ref, frames, prev, feats, texts)
+            loss = loss_module(ref, frames, prev, feats, texts, tr.self_context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)

@@ -56,6 +56,9 @@ class ModelTraining:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     chunks: int | None = None  # chunks per training sequence; default window_chunks + 1
+    # Share of sequences whose context frames are the model's own samples instead of the true
+    # frames (one extra no-grad pass), against exposure bias; 0 is pure teacher forcing.
+    self_context: float = 0.0
     log_every: int = 25
 
 
@@ -128,6 +131,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
         node[leaf] = value
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    if not 0.0 <= recipe.train.self_context <= 1.0:
+        raise MidasError(f"{path}: train.self_context: a share from 0 to 1, got {recipe.train.self_context}")
     return recipe
 
 
