@@ -157,3 +157,30 @@ def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_
         next(model.autoencoder.parameters()).add_(0.1)
     LatentDataset(model, clips, 2, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("latents-*.safetensors"))) == 2
+
+
+def test_reference_context_hides_the_previous_frames():
+    """With reference_context=1 every context frame is the reference: the true previous frames
+    no longer change the loss; with 0 they do."""
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import ChunkFeatures, MidasModel
+
+    torch.manual_seed(0)
+    model = MidasModel(preset("tiny")).train()
+    with torch.no_grad():  # adaLN-Zero starts the head blind to its condition: wake it up
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    cfg = model.cfg
+    b, k, f, n, c = 2, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
+    ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
+    a_dim = model.projector.audio[0].in_features
+    feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
+                          text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
+                          listen=torch.randn(b, k, f, a_dim))
+    prev_a, prev_b = torch.randn(b, k * f, n, c), torch.randn(b, k * f, n, c)
+
+    def loss(prev, share):
+        return model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(5), reference_context=share)
+
+    assert torch.equal(loss(prev_a, 1.0), loss(prev_b, 1.0))
+    assert not torch.equal(loss(prev_a, 0.0), loss(prev_b, 0.0))

@@ -139,15 +139,20 @@ class MidasModel(nn.Module):
     # ---- training ---------------------------------------------------------------------------
     def training_loss(self, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                       feats: ChunkFeatures, generator: torch.Generator | None = None,
-                      self_context: float = 0.0) -> torch.Tensor:
+                      self_context: float = 0.0, reference_context: float = 0.0) -> torch.Tensor:
         """Flow-matching loss of every frame, teacher-forced.
 
         frames (B, T, N, C): targets; previous (B, T, N, C): the frame before each target
         (the reference for a clip's first frame). Context noise is drawn here.
         self_context: share of sequences whose context is the model's own sampled frames
         (`own_context`), so it learns to pull a drifting rollout back to the true frame.
+        reference_context: share of sequences whose every context frame is the reference, so
+        the previous frame cannot be copied and the frame must come from the conditions.
         """
         b, t = frames.shape[:2]
+        if reference_context > 0:
+            blind = torch.rand(b, device=frames.device, generator=generator) < reference_context
+            previous = torch.where(blind[:, None, None, None], ref_tokens[:, None].expand_as(previous), previous)
         if self_context > 0:
             use = torch.rand(b, device=frames.device, generator=generator) < self_context
             if bool(use.any()):

@@ -59,6 +59,9 @@ class ModelTraining:
     # Share of sequences whose context frames are the model's own samples instead of the true
     # frames (one extra no-grad pass), against exposure bias; 0 is pure teacher forcing.
     self_context: float = 0.0
+    # Share of sequences whose context frames are all the reference: the previous frame cannot
+    # be copied, so the audio, pose and text must explain the frame.
+    reference_context: float = 0.0
     log_every: int = 25
 
 
@@ -131,8 +134,9 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
         node[leaf] = value
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
-    if not 0.0 <= recipe.train.self_context <= 1.0:
-        raise MidasError(f"{path}: train.self_context: a share from 0 to 1, got {recipe.train.self_context}")
+    for name in ("self_context", "reference_context"):
+        if not 0.0 <= getattr(recipe.train, name) <= 1.0:
+            raise MidasError(f"{path}: train.{name}: a share from 0 to 1, got {getattr(recipe.train, name)}")
     return recipe
 
 
