@@ -107,31 +107,44 @@ def test_edge_weighted_loss_puts_weight_on_edges():
     assert weighted[0] > 2 * weighted[1]
 
 
-def test_self_context_feeds_the_model_its_own_samples():
-    """With self_context the slots see sampled frames (not the truth), the first slot keeps its
-    true context, no gradient flows through the samples, and the train/eval mode is restored."""
+def _tiny_training_batch():
+    """A tiny model whose head already depends on its condition (adaLN-Zero starts it blind),
+    and one random batch of 2 sequences of 2 chunks."""
     from midas_cli.model.config import preset
     from midas_cli.model.midas import ChunkFeatures, MidasModel
 
     torch.manual_seed(0)
     model = MidasModel(preset("tiny")).train()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
     cfg = model.cfg
     b, k, f, n, c = 2, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
-    ref = torch.randn(b, n, c)
-    frames = torch.randn(b, k * f, n, c)
+    ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
+    a_dim = model.projector.audio[0].in_features
+    feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
+                          text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
+                          listen=torch.randn(b, k, f, a_dim))
+    return model, ref, frames, feats
+
+
+def test_self_context_feeds_the_model_its_own_samples():
+    """With self_context the slots see sampled frames (not the truth), the first slot keeps its
+    true context, no gradient flows through the samples, and the train/eval mode is restored;
+    the loss is exactly the teacher-forced loss on those samples."""
+    model, ref, frames, feats = _tiny_training_batch()
     prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
-    feats = ChunkFeatures(audio=torch.randn(b, k, f, model.projector.audio[0].in_features),
-                          pose=torch.randn(b, k, f, 12), text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
-                          listen=torch.randn(b, k, f, model.projector.audio[0].in_features))
     own = model.own_context(ref, prev, feats, torch.Generator().manual_seed(1))
     assert model.training and not own.requires_grad
     assert torch.equal(own[:, 0], prev[:, 0])
     assert (own[:, 1:] - prev[:, 1:]).abs().mean() > 0.1
-    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
-    forced = model.training_loss(ref, frames, prev, feats, g())
-    assert torch.equal(forced, model.training_loss(ref, frames, prev, feats, g(), self_context=0.0))
-    mixed = model.training_loss(ref, frames, prev, feats, g(), self_context=1.0)
-    assert not torch.equal(forced, mixed)
+
+    mixed = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(2), self_context=1.0)
+    g = torch.Generator().manual_seed(2)
+    torch.rand(2, generator=g)  # the per-sequence draw that picked both sequences
+    expected = model.training_loss(ref, frames, model.own_context(ref, prev, feats, g), feats, g)
+    assert torch.equal(mixed, expected)
+    assert not torch.equal(mixed, model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(2)))
     mixed.backward()
     assert any(p.grad is not None for p in model.head.parameters())
 
@@ -162,22 +175,8 @@ def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_
 def test_reference_context_hides_the_previous_frames():
     """With reference_context=1 every context frame is the reference: the true previous frames
     no longer change the loss; with 0 they do."""
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import ChunkFeatures, MidasModel
-
-    torch.manual_seed(0)
-    model = MidasModel(preset("tiny")).train()
-    with torch.no_grad():  # adaLN-Zero starts the head blind to its condition: wake it up
-        for p in model.head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    cfg = model.cfg
-    b, k, f, n, c = 2, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
-    ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
-    a_dim = model.projector.audio[0].in_features
-    feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
-                          text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
-                          listen=torch.randn(b, k, f, a_dim))
-    prev_a, prev_b = torch.randn(b, k * f, n, c), torch.randn(b, k * f, n, c)
+    model, ref, frames, feats = _tiny_training_batch()
+    prev_a, prev_b = torch.randn_like(frames), torch.randn_like(frames)
 
     def loss(prev, share):
         return model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(5), reference_context=share)
