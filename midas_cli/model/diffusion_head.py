@@ -78,11 +78,8 @@ class HeadBlock(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, hd)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
-    def forward(self, x, c):
-        return self.modulated(x, self.adaLN_modulation(c)[:, None])
-
-    def modulated(self, x, mod):
-        """x (B, N, W) with this block's modulation (·, 1, 6W) already computed from the time."""
+    def forward(self, x, mod):
+        """x (B, N, W) with this block's modulation (·, 1, 6W), computed from the time by the head."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         x = x + gate_msa * self.attention(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -97,8 +94,8 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
     def forward(self, x, c):
-        mod = self.adaLN_modulation(c)
-        return self.modulated(x, mod[:, None] if c.dim() == 2 else mod)
+        """c (B, N, W): a condition per token (MLPHead)."""
+        return self.modulated(x, self.adaLN_modulation(c))
 
     def modulated(self, x, mod):
         shift, scale = mod.chunk(2, dim=-1)
@@ -138,11 +135,8 @@ class DiffusionHead(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = self.x_embed(x_t) + self.cond_embed(cond) + self.pos_embed  # (B, N, W)
-        c = self.t_embedder(t)  # (B, W)
-        for block in self.blocks:
-            x = block(x, c)
-        return self.final_layer(x, c)  # (B, N, C)
+        mods, final = self._time_modulations(self.t_embedder(t))  # t (B,) → (B, 1, ·)
+        return self._velocity(x_t, self.cond_embed(cond), mods, final)  # (B, N, C)
 
     def sampler(self, cond: torch.Tensor, times: torch.Tensor):
         """`velocity(x_t, i)` at `times[i]` for one frame's sampling, same result as `forward`.
@@ -152,18 +146,23 @@ class DiffusionHead(nn.Module):
         4-step sample runs about half the small ops of four `forward` calls; with a frame of
         only tens of tokens those ops, not FLOPs, are the cost.
         """
-        c = self.t_embedder(times)  # (S, W)
-        mods = [block.adaLN_modulation(c)[:, None, None] for block in self.blocks]  # (S, 1, 1, 6W)
-        final = self.final_layer.adaLN_modulation(c)[:, None, None]
-        base = self.cond_embed(cond) + self.pos_embed
+        mods, final = self._time_modulations(self.t_embedder(times))  # (S, 1, ·); [i] broadcasts over B
+        cond_embedded = self.cond_embed(cond)
 
         def velocity(x_t: torch.Tensor, i: int) -> torch.Tensor:
-            x = self.x_embed(x_t) + base
-            for block, mod in zip(self.blocks, mods):
-                x = block.modulated(x, mod[i])
-            return self.final_layer.modulated(x, final[i])
+            return self._velocity(x_t, cond_embedded, [m[i] for m in mods], final[i])
 
         return velocity
+
+    def _time_modulations(self, c: torch.Tensor):
+        """Time embedding (·, W) → each block's modulation and the final layer's, (·, 1, 6W / 2W)."""
+        return [block.adaLN_modulation(c)[:, None] for block in self.blocks], self.final_layer.adaLN_modulation(c)[:, None]
+
+    def _velocity(self, x_t, cond_embedded, mods, final):
+        x = self.x_embed(x_t) + cond_embedded + self.pos_embed  # (B, N, W)
+        for block, mod in zip(self.blocks, mods):
+            x = block(x, mod)
+        return self.final_layer.modulated(x, final)
 
 
 #################################################################################
