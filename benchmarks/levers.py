@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ def run_variant(model, inputs, opts: dict, seed: int):
 
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
-        head = plain_head_steps() if opts.get("plain_head") else _nothing()
+        head = plain_head_steps() if opts.get("plain_head") else nullcontext()
         with head, VideoWriter(Path(tmp) / "a.mp4", model.cfg.autoencoder.width,
                                        model.cfg.autoencoder.height, fps=FPS) as writer:
             def sink(img):
@@ -60,11 +60,6 @@ def run_variant(model, inputs, opts: dict, seed: int):
             stats = render(model, inputs, sink, seed=seed, pipeline=opts["pipeline"],
                            channels_last=opts["channels_last"])
     return stats, np.stack(frames)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def main():

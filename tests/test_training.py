@@ -183,3 +183,13 @@ def test_reference_context_hides_the_previous_frames():
 
     assert torch.equal(loss(prev_a, 1.0), loss(prev_b, 1.0))
     assert not torch.equal(loss(prev_a, 0.0), loss(prev_b, 0.0))
+
+
+def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):
+    from midas_cli.training.loop import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(MidasError, match=r"train_state\.pt: not a readable training state .*delete it"):
+        train(_recipe(tiny_data, out, 5, ["eval=null"]), log=lambda m: None)

@@ -229,7 +229,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     model.autoencoder.requires_grad_(False).eval()
     t0 = time.perf_counter()
     data = LatentDataset(model, clips, chunks, cache_dir=data_dir / ".midas-cache", log=log)
-    log(f"encoded latents and conditions in {time.perf_counter() - t0:.1f} s")
+    log(f"latents and conditions ready in {time.perf_counter() - t0:.1f} s")
     del clips
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("autoencoder.")]
     opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay, betas=(0.9, 0.95))
