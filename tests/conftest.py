@@ -32,3 +32,15 @@ def tiny_model():
 
     torch.manual_seed(0)
     return MidasModel(preset("tiny")).eval()
+
+
+@pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions"])
+def tiny_model_both(request):
+    """The tiny model without and with the per-frame condition path (`frame_conditions`)."""
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+
+    cfg = preset("tiny")
+    cfg.frame_conditions = request.param
+    torch.manual_seed(0)
+    return MidasModel(cfg).eval()

@@ -44,7 +44,8 @@ def test_mask_is_block_causal():
 
 
 @pytest.mark.parametrize("modality", ["audio", "pose", "text", "listen"])
-def test_future_conditions_do_not_change_past(tiny_model, sequence, modality):
+def test_future_conditions_do_not_change_past(tiny_model_both, sequence, modality):
+    tiny_model = tiny_model_both
     ref, context, feats = sequence
     base = _slot_outputs(tiny_model, ref, context, feats)
     changed = copy.deepcopy(feats)
@@ -99,7 +100,8 @@ def _run_engine(model, chunks, window, seed=0):
 
 
 @pytest.mark.parametrize("window", [1, 2])
-def test_streaming_cache_equals_recomputing_the_window(tiny_model, window):
+def test_streaming_cache_equals_recomputing_the_window(tiny_model_both, window):
+    tiny_model = tiny_model_both
     chunks = 5  # several evictions
     engine, ref, feats, frames, hidden, contexts = _run_engine(tiny_model, chunks, window)
     assert frames.shape == (1, chunks * 6, 16, 8)
@@ -111,8 +113,9 @@ def test_streaming_cache_equals_recomputing_the_window(tiny_model, window):
     assert engine.get_pos() == n + min(chunks, window + 1) * per_chunk
 
 
-def test_streaming_equals_the_teacher_forced_forward_before_eviction(tiny_model):
+def test_streaming_equals_the_teacher_forced_forward_before_eviction(tiny_model_both):
     """With no eviction and clean context, streaming is exactly the training forward pass."""
+    tiny_model = tiny_model_both
     chunks, f = 2, tiny_model.cfg.frames_per_chunk
     feats = random_features(tiny_model, 1, chunks)
     ref = random_latents(tiny_model, 1, 1, seed=9)[:, 0]
@@ -130,8 +133,10 @@ def test_streaming_is_deterministic_per_seed(tiny_model):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_save_then_load_gives_identical_outputs(tiny_model, tmp_path, sequence):
+def test_save_then_load_gives_identical_outputs(tiny_model_both, tmp_path, sequence):
     from midas_cli.conditions.text import build_word_tokenizer
+
+    tiny_model = tiny_model_both
 
     tiny_model.text_encoder.tokenizer = build_word_tokenizer(["she smiles warmly", "a calm face"], 128)
     ref, context, feats = sequence
@@ -285,3 +290,37 @@ def test_batched_head_sampler_equals_stepping_the_head(shift):
     fast = euler_sample(head, cond, noise, 4, shift)
     torch.testing.assert_close(fast, x, atol=1e-5, rtol=1e-5)
     assert (fast - noise).abs().mean() > 0.1
+
+
+def test_read_only_frames_convert_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    from midas_cli.model.autoencoder import images_to_tensor
+
+    raw = bytes(range(256)) * (2 * 4 * 4 * 3 // 256 + 1)
+    frames = np.frombuffer(raw[:2 * 4 * 4 * 3], dtype=np.uint8).reshape(2, 4, 4, 3)  # read-only, as from ffmpeg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = images_to_tensor(frames)
+    assert x.shape == (2, 3, 4, 4)
+    assert torch.equal(x, images_to_tensor(frames.copy()))
+
+
+def test_frame_conditions_reach_only_their_own_slot_input(tiny_model_both, sequence):
+    """Per-frame path: frame j's audio changes slot j's input embedding and no other slot's."""
+    model = tiny_model_both
+    ref, context, feats = sequence
+    f = model.cfg.frames_per_chunk
+    per_frame = model.embed_frame_conditions(feats)
+    if not model.cfg.frame_conditions:
+        assert per_frame is None and model.projector.frame_mix is None
+        return
+    assert per_frame.shape == (1, K, f, model.cfg.backbone.hidden_size)
+    changed = copy.deepcopy(feats)
+    changed.audio[:, 1, 2] += 3.0  # chunk 1, frame 2
+    diff = (model.embed_frame_conditions(changed) - per_frame).abs().amax(dim=-1)[0]  # (K, F)
+    assert diff[1, 2] > 1e-3
+    diff[1, 2] = 0
+    assert diff.max() == 0

@@ -2,7 +2,8 @@
 
 Per chunk of F frames: F audio tokens, F listen tokens (the interlocutor, when duplex), F pose
 tokens and one text token. Audio and listen share the audio MLP (the sound-to-meaning map is
-the same); their type embeddings say whose voice it is.
+the same); their type embeddings say whose voice it is. With `frame_conditions`, `per_frame`
+also gives each frame slot its own frame's features.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _mlp(d_in: int, d_out: int) -> nn.Sequential:
 
 class ConditionProjector(nn.Module):
     def __init__(self, audio_dim: int, pose_dim: int, text_dim: int, hidden: int, frames_per_chunk: int,
-                 duplex: bool):
+                 duplex: bool, frame_conditions: bool = False):
         super().__init__()
         self.duplex = duplex
         self.audio = _mlp(audio_dim, hidden)
@@ -29,6 +30,8 @@ class ConditionProjector(nn.Module):
         self.slot_embed = nn.Embedding(frames_per_chunk, hidden)  # which frame of the chunk
         nn.init.normal_(self.type_embed.weight, std=0.02)
         nn.init.normal_(self.slot_embed.weight, std=0.02)
+        # per-frame path (`MidasConfig.frame_conditions`): one linear mix of the projected features
+        self.frame_mix = nn.Linear((3 if duplex else 2) * hidden, hidden) if frame_conditions else None
 
     def forward(self, audio, pose, text, listen=None) -> torch.Tensor:
         """audio, listen (…, F, A), pose (…, F, P), text (…, D) → tokens (…, Lc, H)."""
@@ -41,3 +44,13 @@ class ConditionProjector(nn.Module):
         parts.append(self.pose(pose) + self.type_embed.weight[POSE] + slots)
         parts.append((self.text(text) + self.type_embed.weight[TEXT]).unsqueeze(-2))
         return torch.cat(parts, dim=-2)
+
+    def per_frame(self, audio, pose, listen=None) -> torch.Tensor:
+        """audio, listen (…, F, A), pose (…, F, P) → (…, F, H): each frame's own conditions,
+        added to the input of the slot that predicts that frame."""
+        parts = [self.audio(audio), self.pose(pose)]
+        if self.duplex:
+            if listen is None:
+                raise ValueError("duplex model needs listen-audio features (silence when absent)")
+            parts.append(self.audio(listen))
+        return self.frame_mix(torch.cat(parts, dim=-1))

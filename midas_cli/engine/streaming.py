@@ -96,11 +96,12 @@ class StreamingEngine:
         with self._timed("head"):
             return euler_sample(self.model.head, hidden, noise, self.steps, self.model.cfg.head.time_shift)
 
-    def _context(self, frame: torch.Tensor, bucket: int) -> torch.Tensor:
-        """Embed a context frame (B, N, C) at a noise bucket → (B, N, H)."""
+    def _context(self, frame: torch.Tensor, bucket: int, frame_conds: torch.Tensor | None) -> torch.Tensor:
+        """Embed a context frame (B, N, C) at a noise bucket → (B, N, H); frame_conds (B, 1, H):
+        the conditions of the frame this slot predicts (None without `frame_conditions`)."""
         b = torch.full((frame.shape[0], 1), bucket, dtype=torch.long, device=frame.device)
         noisy = self.model.noise.corrupt(frame[:, None], b, self.generator)
-        embeds = self.model.embed_frames(noisy, b)[:, 0]
+        embeds = self.model.embed_frames(noisy, b, frame_conds)[:, 0]
         if self.record_hidden:
             self.context_trace.append(embeds.detach().clone())
         return embeds
@@ -120,14 +121,20 @@ class StreamingEngine:
         model, f = self.model, self.model.cfg.frames_per_chunk
         if len(self.chunk_lens) > self.window:
             self._evict_oldest_chunk()
-        cond = model.embed_conditions(feats.to(model.device, model.dtype))[:, 0]  # (B, Lc, H)
+        feats = feats.to(model.device, model.dtype)
+        cond = model.embed_conditions(feats)[:, 0]  # (B, Lc, H)
+        per_frame = model.embed_frame_conditions(feats)  # (B, 1, F, H) or None
+
+        def frame_conds(j: int):
+            return None if per_frame is None else per_frame[:, 0, j:j + 1]
+
         lc = cond.shape[1]
-        slot = self._context(self.last_frame, self.last_bucket)
+        slot = self._context(self.last_frame, self.last_bucket, frame_conds(0))
         blocks = torch.cat([torch.zeros(lc, dtype=torch.long), torch.ones(slot.shape[1], dtype=torch.long)])
         hidden = self._step(torch.cat([cond, slot], dim=1), blocks.to(model.device))[:, lc:]
         frames = [self._sample(hidden)]
-        for _ in range(f - 1):
-            hidden = self._step(self._context(frames[-1], self.context_bucket), None)
+        for j in range(1, f):
+            hidden = self._step(self._context(frames[-1], self.context_bucket, frame_conds(j)), None)
             frames.append(self._sample(hidden))
         self.chunk_lens.append(lc + f * slot.shape[1])
         self.last_frame, self.last_bucket = frames[-1], self.context_bucket

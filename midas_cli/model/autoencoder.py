@@ -8,6 +8,7 @@ streaming engine hand each frame to ffmpeg as soon as it exists.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +62,8 @@ class FrameAutoencoder(nn.Module):
 
 def images_to_tensor(frames_uint8, device=None, dtype=torch.float32) -> torch.Tensor:
     """uint8 (B, H, W, 3) numpy/tensor → float (B, 3, H, W) in [-1, 1]."""
+    if isinstance(frames_uint8, np.ndarray) and not frames_uint8.flags.writeable:
+        frames_uint8 = frames_uint8.copy()  # read-only (np.frombuffer, PIL): torch would warn
     x = torch.as_tensor(frames_uint8, device=device)
     return (x.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0).contiguous()
 

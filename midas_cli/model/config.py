@@ -106,6 +106,9 @@ class MidasConfig:
     frames_per_chunk: int = 6  # 480 ms at 12.5 fps
     window_chunks: int = 3  # chunks kept in the KV cache besides the current one (and the reference)
     pose_dim: int = 12  # pose features per frame: 6 velocities + 6 absolute values
+    # Also add frame t's own audio / listen / pose features to slot t's input. The condition
+    # tokens alone leave the slot to find its frame's token among the chunk's F by position.
+    frame_conditions: bool = False
 
     # ---- derived numbers -------------------------------------------------------------------
     @property

@@ -80,7 +80,7 @@ class MidasModel(nn.Module):
         self.audio_features = components.get("audio_features") or build_audio_features(cfg.audio)
         self.text_encoder = components.get("text_encoder") or build_text_encoder(cfg.text, tokenizer)
         self.projector = ConditionProjector(audio_feature_dim(cfg.audio), POSE_FEATURE_DIM, text_feature_dim(cfg.text),
-                                            h, cfg.frames_per_chunk, cfg.audio.duplex)
+                                            h, cfg.frames_per_chunk, cfg.audio.duplex, cfg.frame_conditions)
         self.frame_in = nn.Linear(c, h)
         self.frame_pos = nn.Parameter(torch.randn(n, h) * 0.02)  # which latent position (row-major)
         self.type_embed = nn.Embedding(2, h)  # reference frame vs generated-frame slot
@@ -96,10 +96,23 @@ class MidasModel(nn.Module):
         """(B, N, C) → (B, N, H)."""
         return self.frame_in(ref_tokens) + self.frame_pos + self.type_embed.weight[REF_TYPE]
 
-    def embed_frames(self, latents: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        """Context frames (B, T, N, C) already noised at `buckets` (B, T) → (B, T, N, H)."""
-        return (self.frame_in(latents) + self.frame_pos + self.type_embed.weight[FRAME_TYPE]
-                + self.noise.embed(buckets).to(latents.dtype))
+    def embed_frames(self, latents: torch.Tensor, buckets: torch.Tensor,
+                     frame_conds: torch.Tensor | None = None) -> torch.Tensor:
+        """Context frames (B, T, N, C) already noised at `buckets` (B, T) → (B, T, N, H).
+
+        frame_conds (B, T, H): the conditions of the frame each slot predicts (`frame_conditions`).
+        """
+        x = (self.frame_in(latents) + self.frame_pos + self.type_embed.weight[FRAME_TYPE]
+             + self.noise.embed(buckets).to(latents.dtype))
+        return x if frame_conds is None else x + frame_conds[:, :, None]
+
+    def embed_frame_conditions(self, feats: ChunkFeatures) -> torch.Tensor | None:
+        """→ (B, K, F, H) per-frame conditions, or None when the config has no such path."""
+        if not self.cfg.frame_conditions:
+            return None
+        dtype = self.frame_in.weight.dtype
+        listen = None if feats.listen is None else feats.listen.to(dtype)
+        return self.projector.per_frame(feats.audio.to(dtype), feats.pose.to(dtype), listen)
 
     def embed_conditions(self, feats: ChunkFeatures) -> torch.Tensor:
         """→ (B, K, Lc, H)."""
@@ -124,7 +137,10 @@ class MidasModel(nn.Module):
         assert t_frames == k * f, f"{t_frames} context frames for {k} chunks of {f}"
         layout = self.layout(k)
         cond = self.embed_conditions(feats)  # (B, K, Lc, H)
-        slots = self.embed_frames(context, buckets).reshape(b, k, f * n, -1)  # (B, K, F*N, H)
+        frame_conds = self.embed_frame_conditions(feats)
+        if frame_conds is not None:
+            frame_conds = frame_conds.flatten(1, 2)  # (B, K*F, H)
+        slots = self.embed_frames(context, buckets, frame_conds).reshape(b, k, f * n, -1)  # (B, K, F*N, H)
         seq = torch.cat([self.embed_reference(ref_tokens), torch.cat([cond, slots], dim=2).flatten(1, 2)], dim=1)
         mask = chunk_causal_mask(layout, dtype=seq.dtype, device=seq.device)
         pos = torch.arange(layout.length, device=seq.device)[None].expand(b, -1)
