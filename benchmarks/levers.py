@@ -35,11 +35,26 @@ def plain_head_steps():
         DiffusionHead.sampler = sampler
 
 
+@contextmanager
+def grad_mode_engine():
+    """Generation under no_grad (what inference mode replaced)."""
+    from midas_cli.engine.streaming import StreamingEngine
+
+    saved = StreamingEngine.start, StreamingEngine.generate_chunk
+    StreamingEngine.start = torch.no_grad()(saved[0].__wrapped__)
+    StreamingEngine.generate_chunk = torch.no_grad()(saved[1].__wrapped__)
+    try:
+        yield
+    finally:
+        StreamingEngine.start, StreamingEngine.generate_chunk = saved
+
+
 VARIANTS = {
-    "before (serial, head per step)": dict(pipeline=False, channels_last=False, plain_head=True),
-    "+ batched head time work": dict(pipeline=False, channels_last=False),
-    "+ decode/mux thread (half the torch threads each)": dict(pipeline=True, channels_last=False),
-    "+ channels-last decoder (the default)": dict(pipeline=True, channels_last=True),
+    "before (serial, head per step)": dict(pipeline=False, channels_last=False, plain_head=True, no_grad=True),
+    "+ batched head time work": dict(pipeline=False, channels_last=False, no_grad=True),
+    "+ decode/mux thread (half the torch threads each)": dict(pipeline=True, channels_last=False, no_grad=True),
+    "+ channels-last decoder": dict(pipeline=True, channels_last=True, no_grad=True),
+    "+ inference mode for generation (all on: the default)": dict(pipeline=True, channels_last=True),
 }
 
 
@@ -51,7 +66,8 @@ def run_variant(model, inputs, opts: dict, seed: int):
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         head = plain_head_steps() if opts.get("plain_head") else nullcontext()
-        with head, VideoWriter(Path(tmp) / "a.mp4", model.cfg.autoencoder.width,
+        grad = grad_mode_engine() if opts.get("no_grad") else nullcontext()
+        with head, grad, VideoWriter(Path(tmp) / "a.mp4", model.cfg.autoencoder.width,
                                        model.cfg.autoencoder.height, fps=FPS) as writer:
             def sink(img):
                 frames.append(img)
@@ -72,6 +88,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", action="append", default=None,
+                    help="run only the variants whose name contains this text (repeatable)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,10 +101,11 @@ def main():
                           audio=synthetic_speech(args.seconds), n_frames=n,
                           listen_audio=synthetic_speech(args.seconds, 1) * 0.5, pose=np.zeros((n, 6), np.float32),
                           prompts=[(0.0, "a calm, neutral face")])
-    results = {name: [] for name in VARIANTS}
+    variants = {k: v for k, v in VARIANTS.items() if not args.only or any(o in k for o in args.only)}
+    results = {name: [] for name in variants}
     reference = None
     for _ in range(args.rounds):
-        for name, opts in VARIANTS.items():
+        for name, opts in variants.items():
             stats, frames = run_variant(model, inputs, opts, seed=0)
             if reference is None:
                 reference = frames
