@@ -25,22 +25,22 @@ def offline_hub(tmp_path_factory, monkeypatch):
     yield
 
 
-@pytest.fixture
-def tiny_model():
+def _tiny_model(frame_conditions: bool = False):
     from midas_cli.model.config import preset
     from midas_cli.model.midas import MidasModel
 
+    cfg = preset("tiny")
+    cfg.frame_conditions = frame_conditions
     torch.manual_seed(0)
-    return MidasModel(preset("tiny")).eval()
+    return MidasModel(cfg).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    return _tiny_model()
 
 
 @pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions"])
 def tiny_model_both(request):
     """The tiny model without and with the per-frame condition path (`frame_conditions`)."""
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import MidasModel
-
-    cfg = preset("tiny")
-    cfg.frame_conditions = request.param
-    torch.manual_seed(0)
-    return MidasModel(cfg).eval()
+    return _tiny_model(request.param)

@@ -37,9 +37,7 @@ class ConditionProjector(nn.Module):
         """audio, listen (…, F, A), pose (…, F, P), text (…, D) → tokens (…, Lc, H)."""
         slots = self.slot_embed.weight  # (F, H)
         parts = [self.audio(audio) + self.type_embed.weight[AUDIO] + slots]
-        if self.duplex:
-            if listen is None:
-                raise ValueError("duplex model needs listen-audio features (silence when absent)")
+        if self._needs_listen(listen):
             parts.append(self.audio(listen) + self.type_embed.weight[LISTEN] + slots)
         parts.append(self.pose(pose) + self.type_embed.weight[POSE] + slots)
         parts.append((self.text(text) + self.type_embed.weight[TEXT]).unsqueeze(-2))
@@ -49,8 +47,11 @@ class ConditionProjector(nn.Module):
         """audio, listen (…, F, A), pose (…, F, P) → (…, F, H): each frame's own conditions,
         added to the input of the slot that predicts that frame."""
         parts = [self.audio(audio), self.pose(pose)]
-        if self.duplex:
-            if listen is None:
-                raise ValueError("duplex model needs listen-audio features (silence when absent)")
+        if self._needs_listen(listen):
             parts.append(self.audio(listen))
         return self.frame_mix(torch.cat(parts, dim=-1))
+
+    def _needs_listen(self, listen) -> bool:
+        if self.duplex and listen is None:
+            raise ValueError("duplex model needs listen-audio features (silence when absent)")
+        return self.duplex

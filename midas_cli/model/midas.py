@@ -110,15 +110,13 @@ class MidasModel(nn.Module):
         """→ (B, K, F, H) per-frame conditions, or None when the config has no such path."""
         if not self.cfg.frame_conditions:
             return None
-        dtype = self.frame_in.weight.dtype
-        listen = None if feats.listen is None else feats.listen.to(dtype)
-        return self.projector.per_frame(feats.audio.to(dtype), feats.pose.to(dtype), listen)
+        feats = feats.to(self.device, self.dtype)
+        return self.projector.per_frame(feats.audio, feats.pose, feats.listen)
 
     def embed_conditions(self, feats: ChunkFeatures) -> torch.Tensor:
         """→ (B, K, Lc, H)."""
-        dtype = self.frame_in.weight.dtype
-        listen = None if feats.listen is None else feats.listen.to(dtype)
-        return self.projector(feats.audio.to(dtype), feats.pose.to(dtype), feats.text.to(dtype), listen)
+        feats = feats.to(self.device, self.dtype)
+        return self.projector(feats.audio, feats.pose, feats.text, feats.listen)
 
     # ---- the teacher-forced sequence --------------------------------------------------------
     def layout(self, num_chunks: int) -> SequenceLayout:
