@@ -217,15 +217,46 @@ def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | Non
     return generate
 
 
-def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
-                        device: str = "auto"):
-    """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
+def reconstruction_generator(model: MidasModel, batch: int = 32):
+    """The autoencoder's ceiling: every TRUE frame encoded and decoded by the model's autoencoder.
 
-    `noise_injection=False` feeds generated context frames clean (σ = 0) at inference.
+    No generator working in that latent space can score better than its own autoencoder does
+    on the true video, so this row tells a weak score of the model apart from one the latent
+    already loses (a lip opening or a brow the decoder blurs away).
     """
+    ae_cfg = model.cfg.autoencoder
+    grid = (ae_cfg.height // model.autoencoder.compression, ae_cfg.width // model.autoencoder.compression)
+
+    def generate(case) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, case.n_frames, batch):
+                x = images_to_tensor(case.frames[i:i + batch], device=model.device, dtype=model.dtype)
+                if x.shape[-2:] != (ae_cfg.height, ae_cfg.width):
+                    x = torch.nn.functional.interpolate(x, size=(ae_cfg.height, ae_cfg.width), mode="bilinear",
+                                                        antialias=True, align_corners=False)
+                out.append(tensor_to_images(model.autoencoder.decode(model.autoencoder.encode(x), grid)))
+        return np.concatenate(out)
+
+    return generate
+
+
+def _load_for_eval(checkpoint: str | None, device: str) -> MidasModel:
     from midas_cli.cli.common import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
 
     dev = pick_device(device)
-    model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
+    return load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
+
+
+def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
+                        device: str = "auto", reconstruct: bool = False):
+    """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
+
+    `noise_injection=False` feeds generated context frames clean (σ = 0) at inference;
+    `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
+    """
+    model = _load_for_eval(checkpoint, device)
+    if reconstruct:
+        return reconstruction_generator(model)
     return model_generator(model, seed, context_sigma=None if noise_injection else 0.0)

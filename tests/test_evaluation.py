@@ -132,3 +132,18 @@ def test_eval_command_options_through_typer():
         eval_cmd(baseline="perfect", json_out=True, cases=1, seconds=1.0)
     with pytest.raises(MidasError, match="--checkpoint"):
         eval_cmd(baseline="static", checkpoint="x", json_out=True, cases=1, seconds=1.0)
+
+
+def test_autoencoder_baseline_scores_the_checkpoints_reconstructions(capsys):
+    """`--baseline autoencoder`: true frames through the shipped autoencoder; between the static
+    frame and the truth on pixels, and the judges see roughly the true pose in it."""
+    from midas_cli.cli.eval_cmd import eval_cmd
+
+    eval_cmd(baseline="autoencoder", json_out=True, cases=1, seconds=2.0, device="cpu")
+    result = json.loads(capsys.readouterr().out)
+    assert result["generator"] == "baseline:autoencoder(demo)"
+    static = evaluate(static_generator, make_eval_cases(1, 2.0), progress=False)
+    assert static["psnr_db"] + 3 < result["psnr_db"] < PSNR_CAP
+    assert result["pose_err"] < static["pose_err"]
+    with pytest.raises(MidasError, match="'autoencoder'"):
+        eval_cmd(baseline="perfect", json_out=True, cases=1, seconds=1.0)

@@ -50,11 +50,13 @@ def _table(result: dict) -> Table:
 
 def eval_cmd(
     checkpoint: Annotated[Optional[str], typer.Option(
-        "--checkpoint", "-c", help="Checkpoint folder or Hub id to score. Default (and no "
-        "--baseline): the demo checkpoint shipped in the package.")] = None,
+        "--checkpoint", "-c", help="Checkpoint folder or Hub id to score (with --baseline "
+        "autoencoder: whose autoencoder). Default: the demo checkpoint shipped in the package.")] = None,
     baseline: Annotated[Optional[str], typer.Option(
         "--baseline", help="Score a reference generator instead of a model: 'truth' (the true "
-        "frames, upper bound) or 'static' (the reference photo repeated, lower bound).")] = None,
+        "frames, upper bound), 'static' (the reference photo repeated, lower bound) or "
+        "'autoencoder' (the true frames through the checkpoint's autoencoder: the best any "
+        "model in its latent space can score).")] = None,
     cases: Annotated[int, typer.Option("--cases", min=1, help="Number of held-out clips.")] = 8,
     seconds: Annotated[float, typer.Option(
         "--seconds", min=0.5, help="Length of each held-out clip in seconds.")] = 60.0,
@@ -74,12 +76,13 @@ def eval_cmd(
     """Score lip-sync, expression, pose, listening and pixel fidelity over long held-out clips."""
     from midas_cli.evaluation import BASELINES, evaluate, make_eval_cases
 
-    if baseline is not None and checkpoint is not None:
-        raise MidasError("--baseline and --checkpoint: give one or the other, not both")
-    if baseline is not None and baseline not in BASELINES:
+    model_baselines = ("autoencoder",)  # baselines built from a checkpoint
+    if baseline is not None and baseline not in BASELINES and baseline not in model_baselines:
         raise MidasError(f"--baseline {baseline}: unknown baseline; choose "
-                         f"{' or '.join(repr(b) for b in BASELINES)}")
-    if baseline is not None:
+                         f"{', '.join(repr(b) for b in (*BASELINES, *model_baselines))}")
+    if baseline in BASELINES and checkpoint is not None:
+        raise MidasError(f"--baseline {baseline} and --checkpoint: give one or the other, not both")
+    if baseline in BASELINES:
         generate, name = BASELINES[baseline], f"baseline:{baseline}"
     else:
         try:
@@ -93,8 +96,10 @@ def eval_cmd(
 
         pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
-                                       seed=seed, device=device)
+                                       seed=seed, device=device, reconstruct=baseline == "autoencoder")
         name = checkpoint or "demo"
+        if baseline is not None:
+            name = f"baseline:{baseline}({name})"
     with Console(stderr=True).status(f"rendering {cases} held-out case(s) of {seconds:g} s"):
         eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     result = evaluate(generate, eval_cases, progress=True)
