@@ -185,6 +185,38 @@ def test_reference_context_hides_the_previous_frames():
     assert not torch.equal(loss(prev_a, 0.0), loss(prev_b, 0.0))
 
 
+def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):
+    """Only token j differs from the previous frame: with change_weight a, token j's loss
+    weighs (1 + a*N) / (1 + a) and every other token 1 / (1 + a); a = 0 is the plain mean."""
+    import midas_cli.model.midas as midas_module
+
+    model, ref, frames, feats = _tiny_training_batch()
+    n, j, a = frames.shape[2], 3, 4.0
+    prev = frames.clone()
+    prev[:, :, j] += 1.0
+    seen = {}
+    real = midas_module.flow_matching_loss
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen["per_token"] = out.detach().mean(-1) if out.dim() else None
+        return out
+
+    monkeypatch.setattr(midas_module, "flow_matching_loss", spy)
+    weighted = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3), change_weight=a)
+    w = torch.full((n,), 1 / (1 + a))
+    w[j] = (1 + a * n) / (1 + a)
+    assert torch.allclose(weighted, (seen["per_token"] * w).mean(), rtol=1e-5)
+    per_token = seen["per_token"]
+    plain = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    assert torch.allclose(plain, per_token.mean(), rtol=1e-5)  # same draws, uniform weights
+    assert torch.allclose(plain, model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3),
+                                                     change_weight=0.0))
+    assert not torch.allclose(weighted, plain)
+    weighted.backward()
+    assert any(p.grad is not None for p in model.head.parameters())
+
+
 def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):
     from midas_cli.training.loop import train
 

@@ -153,7 +153,8 @@ class MidasModel(nn.Module):
     # ---- training ---------------------------------------------------------------------------
     def training_loss(self, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                       feats: ChunkFeatures, generator: torch.Generator | None = None,
-                      self_context: float = 0.0, reference_context: float = 0.0) -> torch.Tensor:
+                      self_context: float = 0.0, reference_context: float = 0.0,
+                      change_weight: float = 0.0) -> torch.Tensor:
         """Flow-matching loss of every frame, teacher-forced.
 
         frames (B, T, N, C): targets; previous (B, T, N, C): the frame before each target
@@ -162,8 +163,17 @@ class MidasModel(nn.Module):
         (`own_context`), so it learns to pull a drifting rollout back to the true frame.
         reference_context: share of sequences whose every context frame is the reference, so
         the previous frame cannot be copied and the frame must come from the conditions.
+        change_weight: weight each token's loss by 1 + change_weight * (how much that token
+        changed from the true previous frame, relative to the frame's mean change), renormalised
+        to mean 1 per frame. What moves (mouth, brows, the head) is what the conditions decide;
+        the still rest can be copied from the context and would otherwise dominate the loss.
         """
         b, t = frames.shape[:2]
+        weight = None
+        if change_weight > 0:
+            change = (frames - previous).float().pow(2).mean(-1)  # (B, T, N), before any swap below
+            weight = 1 + change_weight * change / change.mean(-1, keepdim=True).clamp_min(1e-8)
+            weight = (weight / weight.mean(-1, keepdim=True)).flatten(0, 1)  # (B*T, N)
         if reference_context > 0:
             blind = torch.rand(b, device=frames.device, generator=generator) < reference_context
             previous = torch.where(blind[:, None, None, None], ref_tokens[:, None].expand_as(previous), previous)
@@ -176,7 +186,11 @@ class MidasModel(nn.Module):
         buckets = self.noise.sample_buckets((b, t), frames.device, generator)
         context = self.noise.corrupt(previous, buckets, generator)
         cond = self.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
-        return flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
+        if weight is None:
+            return flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
+        per_token = flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator,
+                                       reduction="none").mean(-1)  # (B*T, N)
+        return (weight.detach() * per_token).mean()
 
     @torch.no_grad()
     def own_context(self, ref_tokens: torch.Tensor, previous: torch.Tensor, feats: ChunkFeatures,

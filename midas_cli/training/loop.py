@@ -89,12 +89,13 @@ class _LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ref, frames, prev, feats, texts, self_context: float = 0.0, reference_context: float = 0.0):
+    def forward(self, ref, frames, prev, feats, texts, self_context: float = 0.0, reference_context: float = 0.0,
+                change_weight: float = 0.0):
         b, k = len(texts), len(texts[0])
         flat = [t for row in texts for t in row]
         feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
         return self.model.training_loss(ref, frames, prev, feats, self_context=self_context,
-                                        reference_context=reference_context)
+                                        reference_context=reference_context, change_weight=change_weight)
 
 
 def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
@@ -255,7 +256,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         ref, frames, prev = ref.to(device), frames.to(device), prev.to(device)
         feats = feats.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_module(ref, frames, prev, feats, texts, tr.self_context, tr.reference_context)
+            loss = loss_module(ref, frames, prev, feats, texts, tr.self_context, tr.reference_context,
+                               tr.change_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)

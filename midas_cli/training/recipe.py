@@ -62,6 +62,9 @@ class ModelTraining:
     # Share of sequences whose context frames are all the reference: the previous frame cannot
     # be copied, so the audio, pose and text must explain the frame.
     reference_context: float = 0.0
+    # Extra loss weight on the tokens that changed since the previous frame (0: uniform): the
+    # mouth and brows are a few percent of a frame, yet they are what audio and text decide.
+    change_weight: float = 0.0
     log_every: int = 25
 
 
@@ -137,6 +140,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     for name in ("self_context", "reference_context"):
         if not 0.0 <= getattr(recipe.train, name) <= 1.0:
             raise MidasError(f"{path}: train.{name}: a share from 0 to 1, got {getattr(recipe.train, name)}")
+    if recipe.train.change_weight < 0:
+        raise MidasError(f"{path}: train.change_weight: must be >= 0, got {recipe.train.change_weight}")
     return recipe
 
 
