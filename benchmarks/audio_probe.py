@@ -38,7 +38,7 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, se
 
     model = load_model(checkpoint).eval()
     ae_cfg = model.cfg.autoencoder
-    grid = (ae_cfg.height // model.autoencoder.compression, ae_cfg.width // model.autoencoder.compression)
+    grid = model.cfg.latent_grid
     data = LatentDataset(model, load_clips(data_dir, ae_cfg.width, ae_cfg.height, clips), model.cfg.window_chunks + 1,
                          cache_dir=data_dir / ".midas-cache")
     ref, frames, prev, feats, texts = data.sample(sequences, np.random.default_rng(seed))

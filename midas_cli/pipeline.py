@@ -224,8 +224,7 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
     on the true video, so this row tells a weak score of the model apart from one the latent
     already loses (a lip opening or a brow the decoder blurs away).
     """
-    ae_cfg = model.cfg.autoencoder
-    grid = (ae_cfg.height // model.autoencoder.compression, ae_cfg.width // model.autoencoder.compression)
+    ae_cfg, grid = model.cfg.autoencoder, model.cfg.latent_grid
 
     def generate(case) -> np.ndarray:
         out = []
@@ -241,14 +240,6 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
     return generate
 
 
-def _load_for_eval(checkpoint: str | None, device: str) -> MidasModel:
-    from midas_cli.cli.common import pick_device, pick_dtype
-    from midas_cli.model.checkpoint import load_model
-
-    dev = pick_device(device)
-    return load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
-
-
 def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
                         device: str = "auto", reconstruct: bool = False):
     """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
@@ -256,7 +247,11 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     `noise_injection=False` feeds generated context frames clean (σ = 0) at inference;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
     """
-    model = _load_for_eval(checkpoint, device)
+    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.model.checkpoint import load_model
+
+    dev = pick_device(device)
+    model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
     if reconstruct:
         return reconstruction_generator(model)
     return model_generator(model, seed, context_sigma=None if noise_injection else 0.0)

@@ -31,6 +31,7 @@ def test_shipped_judge_and_batch_recipes_validate():
     ("autoencoder.lr=[1]", "autoencoder.lr"),
     ("model_overrides={backbone.hidden: 3}", "backbone.hidden"),
     ("train.self_context=1.5", "train.self_context"),
+    ("train.change_weight=-1", "train.change_weight"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
