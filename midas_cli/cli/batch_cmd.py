@@ -95,7 +95,8 @@ def run_batch(recipe: Path, device: str = "auto", rank: int | None = None, world
                             "seconds": round(time.perf_counter() - t0, 2)})
         except MidasError as e:
             results.append({"job": label, "status": f"failed: {e}", "out": job.out})
-        console_err.print(f"[{len(results)}/{len(mine)}] {label}: {results[-1]['status']}", highlight=False)
+        console_err.print(f"[{len(results)}/{len(mine)}] {label}: {results[-1]['status']}", highlight=False,
+                          markup=False, soft_wrap=True)  # one line, whatever the path length or brackets in it
     return results
 
 

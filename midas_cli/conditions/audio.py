@@ -104,12 +104,25 @@ def build_audio_features(cfg: AudioConfig, pretrained_path: str | None = None) -
 
     if pretrained_path is None:
         return WhisperFeatures(WhisperEncoder(WhisperConfig(**_whisper_defaults(cfg.architecture))))
-    try:  # a folder we saved holds the encoder alone
-        encoder = WhisperEncoder.from_pretrained(pretrained_path, dtype=torch.float32)
-        if encoder.config.model_type != "whisper" or not _is_encoder_only(pretrained_path):
-            raise ValueError
-    except (OSError, ValueError):
-        encoder = WhisperModel.from_pretrained(pretrained_path, dtype=torch.float32).get_encoder()
+    from midas_cli.errors import MidasError
+    from midas_cli.model.weights import HINT, check_hf_folder, check_loading_info, quiet_hf_logs, reason
+
+    check_hf_folder(pretrained_path, "Whisper audio encoder")  # a corrupt local folder names its file
+    try:
+        with quiet_hf_logs():
+            if _is_encoder_only(pretrained_path):  # a folder we saved holds the encoder alone
+                encoder, info = WhisperEncoder.from_pretrained(pretrained_path, dtype=torch.float32,
+                                                               output_loading_info=True)
+                prefix = ""
+            else:  # a whole Whisper model (a Hub id or its folder): keep its encoder
+                whole, info = WhisperModel.from_pretrained(pretrained_path, dtype=torch.float32,
+                                                           output_loading_info=True)
+                encoder, prefix = whole.get_encoder(), "encoder."
+    except Exception as e:
+        raise MidasError(f"{pretrained_path}: cannot load the Whisper audio encoder ({reason(e)}); {HINT}") from e
+    if encoder.config.model_type != "whisper":
+        raise MidasError(f"{pretrained_path}: not a Whisper model (model_type {encoder.config.model_type!r})")
+    check_loading_info(info, pretrained_path, "Whisper audio encoder", prefix)
     return WhisperFeatures(encoder)
 
 
@@ -118,7 +131,7 @@ def _is_encoder_only(path: str) -> bool:
     from pathlib import Path
 
     cfg = Path(path) / "config.json"
-    return cfg.exists() and "WhisperEncoder" in json.loads(cfg.read_text()).get("architectures", [""])[0]
+    return cfg.exists() and "WhisperEncoder" in (json.loads(cfg.read_text()).get("architectures") or [""])[0]
 
 
 def _whisper_defaults(arch: dict) -> dict:

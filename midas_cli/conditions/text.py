@@ -77,8 +77,23 @@ def build_text_encoder(cfg: TextConfig, tokenizer=None, pretrained_path: str | N
         arch.update(cfg.architecture)
         model = T5EncoderModel(T5Config(**arch))
         return T5TextEncoder(model, tokenizer)
-    model = T5EncoderModel.from_pretrained(pretrained_path, dtype=torch.float32)
-    return T5TextEncoder(model, tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(pretrained_path))
+    from midas_cli.errors import MidasError
+    from midas_cli.model.weights import HINT, check_hf_folder, check_loading_info, quiet_hf_logs, reason
+
+    check_hf_folder(pretrained_path, "T5 text encoder")  # a corrupt local folder names its file
+    try:
+        with quiet_hf_logs():
+            model, info = T5EncoderModel.from_pretrained(pretrained_path, dtype=torch.float32, output_loading_info=True)
+    except Exception as e:
+        raise MidasError(f"{pretrained_path}: cannot load the T5 text encoder ({reason(e)}); {HINT}") from e
+    check_loading_info(info, pretrained_path, "T5 text encoder")
+    if tokenizer is None:
+        try:
+            with quiet_hf_logs():
+                tokenizer = AutoTokenizer.from_pretrained(pretrained_path)
+        except Exception as e:
+            raise MidasError(f"{pretrained_path}: cannot load the T5 tokenizer ({reason(e)}); {HINT}") from e
+    return T5TextEncoder(model, tokenizer)
 
 
 def text_feature_dim(cfg: TextConfig) -> int:

@@ -8,6 +8,8 @@ streaming engine hand each frame to ffmpeg as soon as it exists.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,14 +19,56 @@ from midas_cli.model.config import AutoencoderConfig
 
 
 def build_dcae(cfg: AutoencoderConfig, pretrained_path: str | None = None, **load_kwargs):
-    """An `AutoencoderDC` from a diffusers folder / Hub id, or built from `cfg.architecture`."""
+    """An `AutoencoderDC` from a diffusers folder / Hub id, or built from `cfg.architecture`.
+
+    A local folder is checked first (`check_dcae_folder`), so a corrupt one is a MidasError naming
+    the file; whatever else the load raises is a MidasError naming the folder or Hub id.
+    """
     from diffusers import AutoencoderDC
 
+    from midas_cli.errors import MidasError
+    from midas_cli.model.weights import HINT, quiet_hf_logs, reason
+
     if pretrained_path is not None:
+        if Path(pretrained_path).is_dir():
+            check_dcae_folder(pretrained_path)
         # low_cpu_mem_usage needs `accelerate`; without it diffusers prints a warning on every load
         load_kwargs.setdefault("low_cpu_mem_usage", False)
-        return AutoencoderDC.from_pretrained(pretrained_path, **load_kwargs)
+        try:
+            with quiet_hf_logs():
+                return AutoencoderDC.from_pretrained(pretrained_path, **load_kwargs)
+        except MidasError:
+            raise
+        except Exception as e:
+            raise MidasError(f"{pretrained_path}: cannot load the autoencoder ({reason(e)}); {HINT}") from e
     return AutoencoderDC(**cfg.architecture)
+
+
+def check_dcae_folder(folder: str | Path) -> None:
+    """A local diffusers AutoencoderDC folder: config.json builds an AutoencoderDC (on the meta device,
+    no memory), and the weights file holds exactly its tensors with their shapes. Reads headers only."""
+    from diffusers import AutoencoderDC
+
+    from midas_cli.errors import MidasError
+    from midas_cli.model.weights import HINT, check_shapes, read_json_object, reason, safetensors_shapes
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise MidasError(f"{folder}: not an autoencoder folder (no config.json); {HINT}")
+    config = read_json_object(config_path)
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in AutoencoderDC.from_config(config).state_dict().items()}
+    except Exception as e:
+        raise MidasError(f"{config_path}: not an AutoencoderDC config ({reason(e)}); {HINT}") from None
+    files = sorted(folder.glob("diffusion_pytorch_model*.safetensors"))
+    if not files:
+        raise MidasError(f"{folder}: diffusion_pytorch_model.safetensors is missing; {HINT}")
+    found: dict = {}
+    for f in files:
+        found.update(safetensors_shapes(f))
+    check_shapes(files[0] if len(files) == 1 else folder, found, expected, config_path.name)
 
 
 class FrameAutoencoder(nn.Module):

@@ -145,44 +145,94 @@ def build_model(cfg: MidasConfig, ckpt_dir: Path | None = None, tokenizer=None, 
     return model
 
 
+def _load_tokenizer(ckpt: Path):
+    from tokenizers import Tokenizer
+
+    from midas_cli.model.weights import HINT, read_json_object
+
+    tok_path = ckpt / "text_tokenizer.json"
+    if not tok_path.exists():
+        raise MidasError(f"{ckpt}: text_tokenizer.json is missing")
+    read_json_object(tok_path)  # binary garbage or a truncated file: named as such
+    try:
+        return Tokenizer.from_file(str(tok_path))
+    except Exception as e:  # tokenizers raises a bare Exception
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MidasError(f"{tok_path}: not a tokenizers file ({why}); {HINT}") from None
+
+
+def _check_model_weights(weights: Path, model) -> None:
+    """model.safetensors (header only) against the model's trainable tensors: names and shapes."""
+    from midas_cli.model.weights import check_shapes, safetensors_shapes
+
+    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    check_shapes(weights, safetensors_shapes(weights), expected, "config.json")
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, revision: str | None = None):
-    """Load a checkpoint (folder, Hub id, or None for the shipped demo) ready for inference."""
+    """Load a checkpoint (folder, Hub id, or None for the shipped demo) ready for inference.
+
+    Every file is checked as it is read: a corrupt, truncated or foreign one is a MidasError naming it.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from midas_cli.model.weights import HINT, reason
 
     ckpt = resolve_checkpoint(name_or_path, revision)
     cfg = MidasConfig.load(ckpt / "config.json")
-    tokenizer = None
-    if cfg.text.kind == "learned":
-        from tokenizers import Tokenizer
-
-        tok_path = ckpt / "text_tokenizer.json"
-        if not tok_path.exists():
-            raise MidasError(f"{ckpt}: text_tokenizer.json is missing")
-        tokenizer = Tokenizer.from_file(str(tok_path))
+    tokenizer = _load_tokenizer(ckpt) if cfg.text.kind == "learned" else None
+    weights = ckpt / "model.safetensors"
+    if not weights.exists():
+        raise MidasError(f"{ckpt}: model.safetensors is missing")
     try:
         model = build_model(cfg, ckpt, tokenizer)
     except OSError as e:
         raise MidasError(f"{ckpt}: cannot load a model component ({str(e).splitlines()[0]})") from None
-    weights = ckpt / "model.safetensors"
-    if not weights.exists():
-        raise MidasError(f"{ckpt}: model.safetensors is missing")
-    state = load_file(weights)
-    expected = set(model.trainable_state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise MidasError(f"{weights}: weights do not match config.json "
-                         f"(missing: {missing[:3]}, unexpected: {unexpected[:3]})")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    _check_model_weights(weights, model)
+    try:
+        state = load_file(weights)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    except (SafetensorError, RuntimeError, ValueError, OSError) as e:  # the header was sound; the data is not
+        raise MidasError(f"{weights}: cannot load the weights ({reason(e)}); {HINT}") from None
     model.checkpoint_path = ckpt
     return model.to(device=device, dtype=dtype).eval()
 
 
+def verify_checkpoint(ckpt: Path, cfg: MidasConfig) -> None:
+    """Check a checkpoint's files without loading any tensor (headers, configs, tokenizer), as
+    `load_model` would read them; files that are absent are left to the command that needs them."""
+    from midas_cli.model.autoencoder import check_dcae_folder
+    from midas_cli.model.weights import check_hf_folder
+
+    if cfg.text.kind == "learned" and (ckpt / "text_tokenizer.json").exists():
+        _load_tokenizer(ckpt)
+    for ref, kind, what in ((cfg.autoencoder.pretrained, None, "autoencoder"),
+                            (cfg.audio.pretrained, cfg.audio.kind == "whisper", "Whisper audio encoder"),
+                            (cfg.text.pretrained, cfg.text.kind == "t5", "T5 text encoder")):
+        src = _component_source(ckpt, ref)
+        if src is None or kind is False or not Path(src).is_dir():
+            continue
+        if what == "autoencoder":
+            check_dcae_folder(src)
+        else:
+            check_hf_folder(src, what)
+    weights = ckpt / "model.safetensors"
+    if weights.exists():
+        with torch.device("meta"):
+            model = build_model(cfg, ckpt, load_pretrained=False)
+        _check_model_weights(weights, model)
+
+
 def config_or_checkpoint(name: str | None) -> tuple[MidasConfig, Path | None]:
-    """`tiny`/`demo`/`paper` → preset config; anything else → a checkpoint's config and folder."""
+    """`tiny`/`demo`/`paper` → preset config; anything else → a checkpoint's config and folder (its files
+    checked by `verify_checkpoint`, so `midas info` on a corrupt checkpoint says which file is bad)."""
     from midas_cli.model.config import PRESETS
 
     if name in PRESETS:
         return preset(name), None
     ckpt = resolve_checkpoint(name)
-    return MidasConfig.load(ckpt / "config.json"), ckpt
+    cfg = MidasConfig.load(ckpt / "config.json")
+    verify_checkpoint(ckpt, cfg)
+    return cfg, ckpt

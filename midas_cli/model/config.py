@@ -161,9 +161,12 @@ class MidasConfig:
     @classmethod
     def load(cls, path: str | Path) -> "MidasConfig":
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
             raise MidasError(f"{path}: cannot read model config ({e})") from None
+        except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for a binary file
+            raise MidasError(f"{path}: cannot read model config: not valid JSON, the file is corrupt or "
+                             f"truncated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         return cls.from_dict(data, str(path))
 
     def validate(self, source: str = "config") -> None:
