@@ -180,6 +180,8 @@ def test_missing_hub_checkpoint_is_a_clear_error():
 
 
 def test_tiny_model_overfits_a_fixed_batch():
+    from midas_cli.training.objective import sequence_loss
+
     torch.manual_seed(0)
     cfg = preset("tiny")
     model = MidasModel(cfg).train()
@@ -195,11 +197,11 @@ def test_tiny_model_overfits_a_fixed_batch():
     def eval_loss():
         g = torch.Generator().manual_seed(123)
         with torch.no_grad():
-            return sum(model.training_loss(ref, frames, previous, feats, g).item() for _ in range(4)) / 4
+            return sum(sequence_loss(model, ref, frames, previous, feats, g).item() for _ in range(4)) / 4
 
     first = eval_loss()
     for _ in range(300):
-        loss = model.training_loss(ref, frames, previous, feats, gen)
+        loss = sequence_loss(model, ref, frames, previous, feats, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -30,7 +30,8 @@ def test_shipped_judge_and_batch_recipes_validate():
     ("train.bogus=1", "bogus"),
     ("autoencoder.lr=[1]", "autoencoder.lr"),
     ("model_overrides={backbone.hidden: 3}", "backbone.hidden"),
-    ("train.self_context=1.5", "train.self_context"),
+    ("train.rollout=1.5", "train.rollout"),
+    ("train.rollout_passes=0", "train.rollout_passes"),
     ("train.change_weight=-1", "train.change_weight"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
@@ -129,25 +130,73 @@ def _tiny_training_batch():
     return model, ref, frames, feats
 
 
-def test_self_context_feeds_the_model_its_own_samples():
-    """With self_context the slots see sampled frames (not the truth), the first slot keeps its
-    true context, no gradient flows through the samples, and the train/eval mode is restored;
-    the loss is exactly the teacher-forced loss on those samples."""
+def test_rollout_history_is_remade_by_the_model_without_gradients():
+    """The re-made history: slot 0 keeps its true input, later slots hold the model's own frames
+    (they change with the model's weights), no gradient flows through them, the mode is restored."""
+    from midas_cli.training.history import resample_history
+
     model, ref, frames, feats = _tiny_training_batch()
     prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
-    own = model.own_context(ref, prev, feats, torch.Generator().manual_seed(1))
-    assert model.training and not own.requires_grad
-    assert torch.equal(own[:, 0], prev[:, 0])
-    assert (own[:, 1:] - prev[:, 1:]).abs().mean() > 0.1
+    remade = resample_history(model, ref, frames, prev, feats, passes=2, generator=torch.Generator().manual_seed(1))
+    assert model.training and not remade.requires_grad and remade.shape == prev.shape
+    assert torch.equal(remade[:, 0], prev[:, 0])
+    assert (remade[:, 1:] - prev[:, 1:]).abs().mean() > 0.05
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(0.5)
+    other = resample_history(model, ref, frames, prev, feats, passes=2, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(other, remade)
 
-    mixed = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(2), self_context=1.0)
-    g = torch.Generator().manual_seed(2)
-    torch.rand(2, generator=g)  # the per-sequence draw that picked both sequences
-    expected = model.training_loss(ref, frames, model.own_context(ref, prev, feats, g), feats, g)
-    assert torch.equal(mixed, expected)
-    assert not torch.equal(mixed, model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(2)))
-    mixed.backward()
-    assert any(p.grad is not None for p in model.head.parameters())
+
+def test_rollout_history_is_causal_and_exact_for_the_first_passes():
+    """Re-made frame j depends on true frames up to j only; and with as many passes as frames it
+    is the frame-by-frame rollout, so one more pass changes nothing."""
+    from midas_cli.training.history import resample_history
+
+    model, ref, frames, feats = _tiny_training_batch()
+    model.eval()
+    t = frames.shape[1]
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+
+    def remake(fr, passes):
+        p = torch.cat([ref[:, None], fr[:, :-1]], dim=1)
+        return resample_history(model, ref, fr, p, feats, passes=passes, generator=torch.Generator().manual_seed(4))
+
+    base = remake(frames, 3)
+    later = frames.clone()
+    later[:, 7:] += 1.0  # true frames 7.. changed: re-made frames 0..6 (slots 1..7) must not move
+    moved = remake(later, 3)
+    assert torch.equal(moved[:, :8], base[:, :8]) and not torch.allclose(moved[:, 8:], base[:, 8:])
+    assert torch.allclose(remake(frames, t), remake(frames, t + 1), atol=1e-5)
+    assert not torch.allclose(remake(frames, 1), remake(frames, t), atol=1e-4)
+    del prev
+
+
+def test_loss_with_rollout_is_the_flow_loss_on_the_remade_history():
+    """rollout=1: the loss is the plain flow loss, on true targets, with the re-made context;
+    the change weights still measure against the true previous frames; gradients reach the head."""
+    from midas_cli.training.history import resample_history
+    from midas_cli.training.loop import _LossModule
+    from midas_cli.training.objective import sequence_loss
+    from midas_cli.training.recipe import ModelTraining
+
+    model, ref, frames, feats = _tiny_training_batch()
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    texts = [["smile"] * 2] * 2
+    module = _LossModule(model)
+    tr = ModelTraining(rollout=1.0, rollout_passes=2, change_weight=4.0)
+    torch.manual_seed(7)
+    loss = module(ref, frames, prev, feats, texts, tr)
+    torch.manual_seed(7)
+    torch.rand(2)  # the draw that picked both sequences
+    remade = resample_history(model, ref, frames, prev, feats, 2, 0.6)
+    expected = sequence_loss(model, ref, frames, remade, feats, change_weight=4.0, weight_from=prev)
+    assert torch.allclose(loss, expected)
+    torch.manual_seed(7)
+    plain = module(ref, frames, prev, feats, texts, ModelTraining(change_weight=4.0))
+    assert not torch.allclose(loss, plain)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
 
 
 def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_path):
@@ -173,45 +222,33 @@ def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_
     assert len(list(tmp_path.glob("latents-*.safetensors"))) == 2
 
 
-def test_reference_context_hides_the_previous_frames():
-    """With reference_context=1 every context frame is the reference: the true previous frames
-    no longer change the loss; with 0 they do."""
-    model, ref, frames, feats = _tiny_training_batch()
-    prev_a, prev_b = torch.randn_like(frames), torch.randn_like(frames)
-
-    def loss(prev, share):
-        return model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(5), reference_context=share)
-
-    assert torch.equal(loss(prev_a, 1.0), loss(prev_b, 1.0))
-    assert not torch.equal(loss(prev_a, 0.0), loss(prev_b, 0.0))
-
-
 def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):
     """Only token j differs from the previous frame: with change_weight a, token j's loss
     weighs (1 + a*N) / (1 + a) and every other token 1 / (1 + a); a = 0 is the plain mean."""
-    import midas_cli.model.midas as midas_module
+    import midas_cli.training.objective as objective
+    from midas_cli.training.objective import sequence_loss
 
     model, ref, frames, feats = _tiny_training_batch()
     n, j, a = frames.shape[2], 3, 4.0
     prev = frames.clone()
     prev[:, :, j] += 1.0
     seen = {}
-    real = midas_module.flow_matching_loss
+    real = objective.flow_matching_loss
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         seen["per_token"] = out.detach().mean(-1) if out.dim() else None
         return out
 
-    monkeypatch.setattr(midas_module, "flow_matching_loss", spy)
-    weighted = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3), change_weight=a)
+    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), change_weight=a)
     w = torch.full((n,), 1 / (1 + a))
     w[j] = (1 + a * n) / (1 + a)
     assert torch.allclose(weighted, (seen["per_token"] * w).mean(), rtol=1e-5)
     per_token = seen["per_token"]
-    plain = model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
     assert torch.allclose(plain, per_token.mean(), rtol=1e-5)  # same draws, uniform weights
-    assert torch.allclose(plain, model.training_loss(ref, frames, prev, feats, torch.Generator().manual_seed(3),
+    assert torch.allclose(plain, sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
                                                      change_weight=0.0))
     assert not torch.allclose(weighted, plain)
     weighted.backward()

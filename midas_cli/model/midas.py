@@ -30,7 +30,6 @@ from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
 from midas_cli.model.backbone import Backbone
 from midas_cli.model.config import MidasConfig
 from midas_cli.model.diffusion_head import build_head
-from midas_cli.model.flow import euler_sample, flow_matching_loss
 from midas_cli.model.mask import SequenceLayout, chunk_causal_mask
 from midas_cli.model.noise import ContextNoise
 
@@ -149,70 +148,6 @@ class MidasModel(nn.Module):
         hidden, layout = self.sequence_hidden(ref_tokens, context, feats, buckets)
         b, n = hidden.shape[0], self.cfg.tokens_per_frame
         return hidden[:, layout.frame_slot_index().to(hidden.device)].reshape(b, -1, n, hidden.shape[-1])
-
-    # ---- training ---------------------------------------------------------------------------
-    def training_loss(self, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
-                      feats: ChunkFeatures, generator: torch.Generator | None = None,
-                      self_context: float = 0.0, reference_context: float = 0.0,
-                      change_weight: float = 0.0) -> torch.Tensor:
-        """Flow-matching loss of every frame, teacher-forced.
-
-        frames (B, T, N, C): targets; previous (B, T, N, C): the frame before each target
-        (the reference for a clip's first frame). Context noise is drawn here.
-        self_context: share of sequences whose context is the model's own sampled frames
-        (`own_context`), so it learns to pull a drifting rollout back to the true frame.
-        reference_context: share of sequences whose every context frame is the reference, so
-        the previous frame cannot be copied and the frame must come from the conditions.
-        change_weight: weight each token's loss by 1 + change_weight * (how much that token
-        changed from the true previous frame, relative to the frame's mean change), renormalised
-        to mean 1 per frame. What moves (mouth, brows, the head) is what the conditions decide;
-        the still rest can be copied from the context and would otherwise dominate the loss.
-        """
-        b, t = frames.shape[:2]
-        weight = None
-        if change_weight > 0:
-            change = (frames - previous).float().pow(2).mean(-1)  # (B, T, N), before any swap below
-            weight = 1 + change_weight * change / change.mean(-1, keepdim=True).clamp_min(1e-8)
-            weight = (weight / weight.mean(-1, keepdim=True)).flatten(0, 1)  # (B*T, N)
-        if reference_context > 0:
-            blind = torch.rand(b, device=frames.device, generator=generator) < reference_context
-            previous = torch.where(blind[:, None, None, None], ref_tokens[:, None].expand_as(previous), previous)
-        if self_context > 0:
-            use = torch.rand(b, device=frames.device, generator=generator) < self_context
-            if bool(use.any()):
-                own = self.own_context(ref_tokens[use], previous[use], feats.select(use), generator)
-                previous = previous.clone()
-                previous[use] = own
-        buckets = self.noise.sample_buckets((b, t), frames.device, generator)
-        context = self.noise.corrupt(previous, buckets, generator)
-        cond = self.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
-        if weight is None:
-            return flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
-        per_token = flow_matching_loss(self.head, frames.flatten(0, 1), cond.flatten(0, 1), generator,
-                                       reduction="none").mean(-1)  # (B*T, N)
-        return (weight.detach() * per_token).mean()
-
-    @torch.no_grad()
-    def own_context(self, ref_tokens: torch.Tensor, previous: torch.Tensor, feats: ChunkFeatures,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Replace each context frame after the first by the model's own sample of it.
-
-        One teacher-forced pass samples every frame with the head's inference steps; frame t's
-        sample becomes slot t+1's context. Generation feeds the model its own frames, which
-        are blurrier than the truth; trained only on true ones, it compounds the blur
-        (exposure bias). Sampling all frames at once keeps this to one extra forward pass.
-        """
-        was_training = self.training
-        self.eval()
-        b, t = previous.shape[:2]
-        buckets = self.noise.sample_buckets((b, t), previous.device, generator)
-        cond = self.slot_hidden(ref_tokens, self.noise.corrupt(previous, buckets, generator), feats, buckets)
-        noise = torch.randn(previous.flatten(0, 1).shape, device=previous.device, generator=generator,
-                            dtype=previous.dtype)
-        sampled = euler_sample(self.head, cond.flatten(0, 1).to(previous.dtype), noise, self.cfg.head.steps,
-                               self.cfg.head.time_shift).view_as(previous)
-        self.train(was_training)
-        return torch.cat([previous[:, :1], sampled[:, :-1]], dim=1)
 
     # ---- text --------------------------------------------------------------------------------
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

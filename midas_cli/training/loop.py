@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from midas_cli.errors import MidasError
+from midas_cli.training.history import resample_history
+from midas_cli.training.objective import sequence_loss
 from midas_cli.training.recipe import TrainRecipe
 
 
@@ -83,19 +85,25 @@ def _lr(step: int, total: int, warmup: int, base: float) -> float:
 
 
 class _LossModule(torch.nn.Module):
-    """DDP wraps `forward`; the model's loss is a method, so it gets a forward of its own."""
+    """DDP wraps `forward`, so one training step's loss is this module's forward."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, ref, frames, prev, feats, texts, self_context: float = 0.0, reference_context: float = 0.0,
-                change_weight: float = 0.0):
+    def forward(self, ref, frames, prev, feats, texts, tr):
         b, k = len(texts), len(texts[0])
         flat = [t for row in texts for t in row]
         feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
-        return self.model.training_loss(ref, frames, prev, feats, self_context=self_context,
-                                        reference_context=reference_context, change_weight=change_weight)
+        true_prev = prev
+        if tr.rollout > 0:
+            use = torch.rand(b, device=frames.device) < tr.rollout
+            if bool(use.any()):
+                prev = prev.clone()
+                prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
+                                             tr.rollout_passes, tr.rollout_shift)
+        return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
+                             weight_from=true_prev)
 
 
 def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
@@ -224,31 +232,82 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     elif state is not None and "scaling_factor" in state:
         model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
 
-    # ---- phase 2: the autoregressive model --------------------------------------------------
-    tr = recipe.train
-    chunks = tr.chunks or cfg.window_chunks + 1
+    # ---- phase 2 (and fine-tuning phases): the autoregressive model ----------------------------
     model.autoencoder.requires_grad_(False).eval()
-    t0 = time.perf_counter()
-    data = LatentDataset(model, clips, chunks, cache_dir=data_dir / ".midas-cache", log=log)
-    log(f"latents and conditions ready in {time.perf_counter() - t0:.1f} s")
+    datasets: dict[int, LatentDataset] = {}
+    names = [name for name, _ in recipe.phases()]
+    for index, (name, tr) in enumerate(recipe.phases()):
+        if phase in names and names.index(phase) > index:
+            continue  # finished in an earlier run
+        resuming = state is not None and state["phase"] == name and bool(state.get("optimizer"))
+        chunks = tr.chunks or cfg.window_chunks + 1
+        if chunks not in datasets:
+            t0 = time.perf_counter()
+            datasets[chunks] = LatentDataset(model, clips, chunks, cache_dir=data_dir / ".midas-cache", log=log)
+            log(f"latents and conditions ready in {time.perf_counter() - t0:.1f} s")
+        if not resuming and tr.init_from:
+            load_model_weights(model, tr.init_from)
+            log(f"{name}: model weights from {tr.init_from}")
+        _train_model_phase(recipe, name, index, tr, model, datasets[chunks], state if resuming else None,
+                           device, amp, rank, world, log)
+        phase, state = name, None
     del clips
+    if rank == 0:
+        done = out / "checkpoint"
+        if not done.exists():
+            model.eval()
+            save_checkpoint(model, done)
+    if world > 1:
+        torch.distributed.barrier()
+    return out
+
+
+def load_model_weights(model, checkpoint: str) -> None:
+    """A checkpoint's backbone, head and projector weights into `model` (same architecture)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from midas_cli.model.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint) / "model.safetensors"
+    try:
+        weights = load_file(path)
+    except (OSError, SafetensorError) as e:
+        raise MidasError(f"{path}: cannot read model weights ({str(e).splitlines()[0][:120]})") from None
+    expected = model.trainable_state_dict()
+    wrong = sorted(k for k in set(expected) | set(weights)
+                   if k not in weights or k not in expected or weights[k].shape != expected[k].shape)
+    if wrong:
+        raise MidasError(f"{path}: weights do not fit this recipe's model (first mismatch: {wrong[0]})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=False)
+
+
+def _train_model_phase(recipe: TrainRecipe, name: str, index: int, tr, model, data, state: dict | None,
+                       device, amp: bool, rank: int, world: int, log) -> None:
+    """One model phase: `tr.steps` optimizer steps from where the model is, resumable from `state`."""
+    from midas_cli.model.checkpoint import save_checkpoint
+
+    out, state_path = Path(recipe.output), Path(recipe.output) / "train_state.pt"
+    if index > 0 and state is None:
+        # a fine-tuning phase draws from its own stream: it gives the same weights whether it
+        # follows its phase in one run or starts from a saved state (a resumed or seeded run)
+        torch.manual_seed(recipe.seed * 1000 + 97 * index + rank)
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("autoencoder.")]
     opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay, betas=(0.9, 0.95))
     step = 0
-    if state is not None and state["phase"] == "model" and state.get("optimizer"):
+    if state is not None:
         opt.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         step = state["step"]
-    if state is not None and "scaling_factor" in state:
-        model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
     loss_module = _LossModule(model)
     if world > 1:
         loss_module = torch.nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     model.train()
     model.autoencoder.eval()
-    rng = np.random.default_rng(recipe.seed * 1000 + rank + 7919 * step)
-    if state is not None and state["phase"] == "model" and state.get("data_rng") and world == 1:
+    seed = recipe.seed * 1000 + rank + 7919 * step + (0 if index == 0 else 104729 * index)
+    rng = np.random.default_rng(seed)
+    if state is not None and state.get("data_rng") and world == 1:
         rng.bit_generator.state = state["data_rng"]
     smooth, t_log, seen = None, time.perf_counter(), 0
     while step < tr.steps:
@@ -256,8 +315,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         ref, frames, prev = ref.to(device), frames.to(device), prev.to(device)
         feats = feats.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_module(ref, frames, prev, feats, texts, tr.self_context, tr.reference_context,
-                               tr.change_weight)
+            loss = loss_module(ref, frames, prev, feats, texts, tr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)
@@ -269,31 +327,25 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if step % tr.log_every == 0 or step == tr.steps:
             dt = time.perf_counter() - t_log
-            log(f"model step {step}/{tr.steps} loss {smooth:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            log(f"{name} step {step}/{tr.steps} loss {smooth:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"{seen / dt:.1f} sequences/s")
             t_log, seen = time.perf_counter(), 0
         if rank == 0 and (step % recipe.checkpoint_every == 0 or step == tr.steps):
-            _save_state(state_path, {"phase": "model", "step": step, "model": model.state_dict(),
+            _save_state(state_path, {"phase": name, "step": step, "model": model.state_dict(),
                                      "optimizer": opt.state_dict(), "rng": _rng_state(),
                                      "scaling_factor": model.autoencoder.scaling_factor, "loss": smooth,
                                      "data_rng": rng.bit_generator.state})
             model.eval()
             save_checkpoint(model, out / "checkpoint")
+            if recipe.keep_checkpoints:
+                save_checkpoint(model, out / "checkpoints" / f"{name}-{step}")
             if recipe.eval is not None:
-                _validate(model, recipe, log, step)
+                _validate(model, recipe, log, name, step)
             model.train()
             model.autoencoder.eval()
-    if rank == 0:
-        done = out / "checkpoint"
-        if not done.exists():
-            model.eval()
-            save_checkpoint(model, done)
-    if world > 1:
-        torch.distributed.barrier()
-    return out
 
 
-def _validate(model, recipe: TrainRecipe, log, step: int) -> None:
+def _validate(model, recipe: TrainRecipe, log, phase: str, step: int) -> None:
     """A small `midas eval` on held-out cases, logged next to the loss."""
     from midas_cli.evaluation.cases import make_eval_cases
     from midas_cli.evaluation.evaluate import evaluate
@@ -304,9 +356,9 @@ def _validate(model, recipe: TrainRecipe, log, step: int) -> None:
     with torch.random.fork_rng():  # evaluation must not move the training RNG (exact resume)
         scores = evaluate(model_generator(model, seed=ev.seed), cases, progress=False)
     keys = ("psnr_db", "ssim", "lip_sync_acc", "expression_acc", "pose_err", "drift_db")
-    log(f"eval at step {step}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in keys if k in scores))
+    log(f"eval at {phase} step {step}: " + ", ".join(f"{k} {scores[k]:.3f}" for k in keys if k in scores))
     with open(Path(recipe.output) / "eval.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, **{k: scores.get(k) for k in keys}}) + "\n")
+        f.write(json.dumps({"phase": phase, "step": step, **{k: scores.get(k) for k in keys}}) + "\n")
 
 
 def reset_run(output: str | Path) -> None:

@@ -56,15 +56,15 @@ class ModelTraining:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     chunks: int | None = None  # chunks per training sequence; default window_chunks + 1
-    # Share of sequences whose context frames are the model's own samples instead of the true
-    # frames (one extra no-grad pass), against exposure bias; 0 is pure teacher forcing.
-    self_context: float = 0.0
-    # Share of sequences whose context frames are all the reference: the previous frame cannot
-    # be copied, so the audio, pose and text must explain the frame.
-    reference_context: float = 0.0
     # Extra loss weight on the tokens that changed since the previous frame (0: uniform): the
     # mouth and brows are a few percent of a frame, yet they are what audio and text decide.
     change_weight: float = 0.0
+    # Share of sequences whose history is re-made by the model itself before the loss
+    # (Resampling Forcing, training/history.py); 0 is pure teacher forcing.
+    rollout: float = 0.0
+    rollout_passes: int = 2  # parallel re-making passes: the first p frames are exact rollouts
+    rollout_shift: float = 0.6  # bends the LogitNormal noise level of a re-made frame (< 1: lighter)
+    init_from: str | None = None  # start this phase from a checkpoint's model weights
     log_every: int = 25
 
 
@@ -82,6 +82,9 @@ class TrainRecipe:
     data: DataRecipe = field(default_factory=DataRecipe)
     autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
     train: ModelTraining = field(default_factory=ModelTraining)
+    # Further model phases after `train`, in order: each continues from the weights the one
+    # before it left, with its own optimizer, schedule and random stream.
+    finetune: list = field(default_factory=list)
     eval: EvalDuringTraining | None = field(default_factory=EvalDuringTraining)
     output: str = "runs/demo"
     checkpoint_every: int = 500
@@ -89,6 +92,11 @@ class TrainRecipe:
     device: str = "auto"
     dtype: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    keep_checkpoints: bool = False  # also keep every saved checkpoint as OUTPUT/checkpoints/PHASE-STEP
+
+    def phases(self) -> list[tuple[str, ModelTraining]]:
+        """The model phases in order: ("model", train), ("finetune1", …), …"""
+        return [("model", self.train)] + [(f"finetune{i + 1}", ft) for i, ft in enumerate(self.finetune)]
 
     def model_config(self) -> MidasConfig:
         cfg = preset(self.model).to_dict()
@@ -131,17 +139,31 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
+            if isinstance(node, list):  # finetune.0.steps=…: a phase by its index
+                if not p.isdigit() or int(p) >= len(node):
+                    raise MidasError(f"override {key}: {p} is not an index of that list (0..{len(node) - 1})")
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+            if not isinstance(node, (dict, list)):
                 raise MidasError(f"override {key}: {p} is not a section")
+        if isinstance(node, list):
+            raise MidasError(f"override {key}: give a field of one list item, e.g. {key}.0.steps=…")
         node[leaf] = value
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
-    for name in ("self_context", "reference_context"):
-        if not 0.0 <= getattr(recipe.train, name) <= 1.0:
-            raise MidasError(f"{path}: train.{name}: a share from 0 to 1, got {getattr(recipe.train, name)}")
-    if recipe.train.change_weight < 0:
-        raise MidasError(f"{path}: train.change_weight: must be >= 0, got {recipe.train.change_weight}")
+    recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
+                       for i, ft in enumerate(recipe.finetune)]
+    for i, (_, tr) in enumerate(recipe.phases()):
+        where = "train" if i == 0 else f"finetune[{i - 1}]"
+        if not 0.0 <= tr.rollout <= 1.0:
+            raise MidasError(f"{path}: {where}.rollout: a share from 0 to 1, got {tr.rollout}")
+        if tr.rollout_passes < 1:
+            raise MidasError(f"{path}: {where}.rollout_passes: must be at least 1, got {tr.rollout_passes}")
+        if tr.rollout_shift <= 0:
+            raise MidasError(f"{path}: {where}.rollout_shift: must be > 0, got {tr.rollout_shift}")
+        if tr.change_weight < 0:
+            raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
     return recipe
 
 

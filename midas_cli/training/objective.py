@@ -1,0 +1,48 @@
+"""The model phase's objective: the flow-matching loss of every frame of a sequence, and how it is
+shaped. The model provides the forward pieces (`slot_hidden`, the head, the context noise);
+what the loss weights and which context it sees are training decisions, so they live here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from midas_cli.model.flow import flow_matching_loss
+from midas_cli.model.midas import ChunkFeatures, MidasModel
+
+
+def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: float) -> torch.Tensor | None:
+    """(B*T, N) per-token loss weights, or None for a uniform loss.
+
+    Each token is weighted by 1 + change_weight × (how much it changed from the true previous
+    frame, relative to the frame's mean change), renormalised to mean 1 per frame. What moves
+    (mouth, brows, the head) is what the conditions decide; the still rest can be copied from
+    the context and would otherwise dominate the loss (a mouth change is ~2 % of it).
+    """
+    if change_weight <= 0:
+        return None
+    change = (frames - previous).float().pow(2).mean(-1)  # (B, T, N)
+    weight = 1 + change_weight * change / change.mean(-1, keepdim=True).clamp_min(1e-8)
+    return (weight / weight.mean(-1, keepdim=True)).flatten(0, 1)
+
+
+def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
+                  feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
+                  weight_from: torch.Tensor | None = None) -> torch.Tensor:
+    """Flow-matching loss of every frame of a teacher-forced sequence.
+
+    frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
+    frame before each target, or the model's re-made one). Context noise is drawn here.
+    weight_from: the true previous frames the change weights are measured against (default
+    `previous`; pass the true ones when the context was re-made).
+    """
+    b, t = frames.shape[:2]
+    weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight)
+    buckets = model.noise.sample_buckets((b, t), frames.device, generator)
+    context = model.noise.corrupt(previous, buckets, generator)
+    cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
+    if weight is None:
+        return flow_matching_loss(model.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
+    per_token = flow_matching_loss(model.head, frames.flatten(0, 1), cond.flatten(0, 1), generator,
+                                   reduction="none").mean(-1)  # (B*T, N)
+    return (weight.detach() * per_token).mean()
