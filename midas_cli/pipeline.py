@@ -241,10 +241,11 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
 
 
 def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
-                        device: str = "auto", reconstruct: bool = False):
+                        device: str = "auto", reconstruct: bool = False, context_sigma: float | None = None):
     """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
 
-    `noise_injection=False` feeds generated context frames clean (σ = 0) at inference;
+    `noise_injection=False` feeds generated context frames clean (σ = 0) at inference, and
+    `context_sigma` gives them that level instead of the checkpoint's `noise.inference_sigma`;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
     """
     from midas_cli.cli.common import pick_device, pick_dtype
@@ -254,4 +255,4 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
     if reconstruct:
         return reconstruction_generator(model)
-    return model_generator(model, seed, context_sigma=None if noise_injection else 0.0)
+    return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0)

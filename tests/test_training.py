@@ -263,3 +263,33 @@ def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):
     (out / "train_state.pt").write_bytes(b"not a torch file")
     with pytest.raises(MidasError, match=r"train_state\.pt: not a readable training state .*delete it"):
         train(_recipe(tiny_data, out, 5, ["eval=null"]), log=lambda m: None)
+
+
+def test_head_repeats_draw_the_flow_loss_several_times_per_backbone_pass(monkeypatch):
+    """head_repeats k: the head sees k copies of each frame's condition, each with its own
+    time and noise draw; k = 1 is the plain loss."""
+    import midas_cli.training.objective as objective
+    from midas_cli.training.objective import sequence_loss
+
+    model, ref, frames, feats = _tiny_training_batch()
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    calls = []
+    real = objective.flow_matching_loss
+
+    def spy(head, x0, cond, *args, **kwargs):
+        calls.append((x0.shape[0], cond.clone()))
+        return real(head, x0, cond, *args, **kwargs)
+
+    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
+                                            head_repeats=1))
+    repeated = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), head_repeats=3,
+                             change_weight=2.0)
+    bt = frames.shape[0] * frames.shape[1]
+    assert calls[0][0] == bt and calls[-1][0] == 3 * bt
+    cond = calls[-1][1]
+    assert torch.equal(cond[:bt], cond[bt:2 * bt]) and torch.equal(cond[:bt], cond[2 * bt:])
+    assert not torch.allclose(repeated, plain)
+    repeated.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())

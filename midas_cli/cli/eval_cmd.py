@@ -65,6 +65,9 @@ def eval_cmd(
     no_noise_injection: Annotated[bool, typer.Option(
         "--no-noise-injection", help="Generate with the context noise level at 0 (the ablation "
         "of MIDAS's noise injection).")] = False,
+    context_noise: Annotated[Optional[float], typer.Option(
+        "--context-noise", min=0.0, help="Noise level σ given to generated context frames "
+        "(default: the checkpoint's noise.inference_sigma).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with all metrics on stdout (nothing else).")] = False,
     size: Annotated[int, typer.Option(
@@ -96,7 +99,8 @@ def eval_cmd(
 
         pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
-                                       seed=seed, device=device, reconstruct=baseline == "autoencoder")
+                                       seed=seed, device=device, reconstruct=baseline == "autoencoder",
+                                       context_sigma=context_noise)
         name = checkpoint or "demo"
         if baseline is not None:
             name = f"baseline:{baseline}({name})"
@@ -104,6 +108,7 @@ def eval_cmd(
         eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     result = evaluate(generate, eval_cases, progress=True)
     result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
+              "context_noise": context_noise,
               "seed": seed, "size": size, **result}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -103,7 +103,7 @@ class _LossModule(torch.nn.Module):
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
-                             weight_from=true_prev)
+                             weight_from=true_prev, head_repeats=tr.head_repeats)
 
 
 def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:

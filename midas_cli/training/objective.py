@@ -28,21 +28,26 @@ def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: 
 
 def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
-                  weight_from: torch.Tensor | None = None) -> torch.Tensor:
+                  weight_from: torch.Tensor | None = None, head_repeats: int = 1) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
     frame before each target, or the model's re-made one). Context noise is drawn here.
     weight_from: the true previous frames the change weights are measured against (default
     `previous`; pass the true ones when the context was re-made).
+    head_repeats: flow-loss draws (time, noise) per backbone output (MAR's diffusion_batch_mul):
+    the head is small, so more of its training signal per backbone pass is cheap.
     """
     b, t = frames.shape[:2]
     weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight)
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
     context = model.noise.corrupt(previous, buckets, generator)
-    cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
+    cond = model.slot_hidden(ref_tokens, context, feats, buckets).flatten(0, 1)  # (B*T, N, H)
+    targets = frames.flatten(0, 1)
+    if head_repeats > 1:
+        targets, cond = targets.repeat(head_repeats, 1, 1), cond.repeat(head_repeats, 1, 1)
+        weight = None if weight is None else weight.repeat(head_repeats, 1)
     if weight is None:
-        return flow_matching_loss(model.head, frames.flatten(0, 1), cond.flatten(0, 1), generator)
-    per_token = flow_matching_loss(model.head, frames.flatten(0, 1), cond.flatten(0, 1), generator,
-                                   reduction="none").mean(-1)  # (B*T, N)
+        return flow_matching_loss(model.head, targets, cond, generator)
+    per_token = flow_matching_loss(model.head, targets, cond, generator, reduction="none").mean(-1)  # (·, N)
     return (weight.detach() * per_token).mean()

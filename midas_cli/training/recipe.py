@@ -64,6 +64,7 @@ class ModelTraining:
     rollout: float = 0.0
     rollout_passes: int = 2  # parallel re-making passes: the first p frames are exact rollouts
     rollout_shift: float = 0.6  # bends the LogitNormal noise level of a re-made frame (< 1: lighter)
+    head_repeats: int = 1  # flow-loss draws per backbone output (MAR's diffusion_batch_mul)
     init_from: str | None = None  # start this phase from a checkpoint's model weights
     log_every: int = 25
 
@@ -162,6 +163,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.rollout_passes: must be at least 1, got {tr.rollout_passes}")
         if tr.rollout_shift <= 0:
             raise MidasError(f"{path}: {where}.rollout_shift: must be > 0, got {tr.rollout_shift}")
+        if tr.head_repeats < 1:
+            raise MidasError(f"{path}: {where}.head_repeats: must be at least 1, got {tr.head_repeats}")
         if tr.change_weight < 0:
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
     return recipe

@@ -1,0 +1,62 @@
+"""A strip of frames from one held-out case: the truth above, a checkpoint's rollout below.
+
+    python benchmarks/frame_strip.py --checkpoint C --seconds 240 --at 1,10,30,60,240 --out strip.png
+
+Frames are taken at the given seconds (the last frame when a time is the clip's end). The case
+comes from `midas_cli.evaluation.make_eval_cases` (test split), so it is one `midas eval` scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def strip(rows: list[tuple[str, np.ndarray]], at: list[float], fps: float) -> Image.Image:
+    """rows: (label, frames (T, H, W, 3)) → one image, a row per label, a column per time."""
+    h, w = rows[0][1].shape[1:3]
+    label_w, top = 90, 18
+    img = Image.new("RGB", (label_w + w * len(at), top + h * len(rows)), "white")
+    d = ImageDraw.Draw(img)
+    for j, t in enumerate(at):
+        d.text((label_w + j * w + 4, 3), f"{t:g} s", fill="black")
+    for i, (label, frames) in enumerate(rows):
+        d.text((4, top + i * h + h // 2 - 6), label, fill="black")
+        for j, t in enumerate(at):
+            k = min(len(frames) - 1, max(0, int(round(t * fps)) - 1))
+            img.paste(Image.fromarray(frames[k]), (label_w + j * w, top + i * h))
+    return img
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", action="append", default=None,
+                    help="checkpoint folder (repeat for more rows; default: the shipped demo)")
+    ap.add_argument("--label", action="append", default=None, help="row label per --checkpoint")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--at", default="1,10,30,60")
+    ap.add_argument("--seed", type=int, default=0, help="held-out case seed")
+    ap.add_argument("--case", type=int, default=0, help="which case of that seed")
+    ap.add_argument("--context-noise", type=float, default=None)
+    ap.add_argument("--out", default="strip.png")
+    args = ap.parse_args()
+
+    from midas_cli.evaluation import make_eval_cases
+    from midas_cli.pipeline import make_eval_generator
+
+    case = make_eval_cases(args.case + 1, args.seconds, seed=args.seed)[args.case]
+    at = [float(x) for x in args.at.split(",")]
+    rows = [("truth", case.frames)]
+    checkpoints = args.checkpoint or [None]
+    labels = args.label or [c or "demo" for c in checkpoints]
+    for ckpt, label in zip(checkpoints, labels):
+        generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
+        rows.append((label, generate(case)))
+    strip(rows, at, case.fps).save(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
