@@ -124,4 +124,5 @@ def clip_pose(landmarks: np.ndarray, crop_side: float, sigma: float = SMOOTH_SIG
         out[t, :3] = angles(rotation(*fits[t, :3]) @ R0.T)
     out[:, 3:5] = (fits[:, 4:6] - fits[0, 4:6]) / crop_side
     out[:, 5] = np.exp(fits[:, 3] - fits[0, 3]) - 1.0
+    out[0] = 0.0  # exactly, not to rounding: the first frame is the reference's pose
     return out.astype(np.float32)
