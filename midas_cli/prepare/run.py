@@ -192,7 +192,7 @@ def _write_clips(path, key, out, opts, plans, audio, n_frames, result, progress)
             continue
         buf.append(current.crop.apply(frame, opts.size))
         if i + 1 == current.stop:
-            k = plans.index(current)
+            k = by_start[current.start]
             clip_id = f"{key}-{k:03d}"
             pose = clip_pose(current.landmarks, current.crop.side)
             sound = audio[current.start * SAMPLES_PER_FRAME:current.stop * SAMPLES_PER_FRAME]
