@@ -71,6 +71,9 @@ def _register():
     from midas_cli.cli.train_cmd import train_cmd
 
     command("train", train_cmd)
+    from midas_cli.cli.prepare_cmd import prepare_cmd
+
+    command("prepare", prepare_cmd)
     try:  # commands whose modules may not exist in every build of the tree
         from midas_cli.cli.synth_cmd import synth
 

@@ -19,7 +19,6 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
                    duration: float | None = None, context_noise: float | None = None, model=None, progress=True):
     """Render one clip to `out` (written to a temporary file, renamed when complete). Returns RenderStats."""
     from midas_cli.media.audio import SAMPLE_RATE, load_audio, write_wav
-    from midas_cli.media.image import load_reference
     from midas_cli.media.pose import load_pose
     from midas_cli.media.prompts import load_prompts, prompts_from_text
     from midas_cli.media.video_out import VideoWriter
@@ -57,7 +56,7 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
         dev = pick_device(device)
         model = load_model(checkpoint, device=dev, dtype=pick_dtype(dtype, dev))
     cfg = model.cfg
-    ref_img = load_reference(ref, cfg.autoencoder.width, cfg.autoencoder.height)
+    ref_img = _reference(model, ref, checkpoint)
     inputs = RenderInputs(ref=ref_img, audio=wav, n_frames=n_frames, listen_audio=listen, pose=pose_arr,
                           prompts=timeline)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +73,18 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
             else:
                 stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise)
     return stats
+
+
+def _reference(model, ref: Path, checkpoint: str | None) -> np.ndarray:
+    """The photo framed like the training faces, and one line on stderr if the checkpoint cannot represent it."""
+    from midas_cli.media.framing import domain_warning, frame_reference
+
+    cfg = model.cfg.autoencoder
+    ref_img = frame_reference(ref, cfg.width, cfg.height)
+    warning = domain_warning(model, ref_img, checkpoint)
+    if warning:
+        console_err.print(warning, highlight=False, soft_wrap=True)
+    return ref_img
 
 
 def generate(
