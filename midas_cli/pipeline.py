@@ -247,7 +247,7 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     `noise_injection=False` feeds generated context frames clean (σ = 0) at inference;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
     """
-    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
 
     dev = pick_device(device)
