@@ -1,0 +1,21 @@
+"""Shared pieces of the live tests: a tiny model whose output depends on its conditions."""
+
+import numpy as np
+import torch
+
+
+def responsive(model):
+    """Give the zero-initialised (adaLN-Zero) weights random values, so that, unlike a fresh
+    tiny model whose head predicts zero velocity, the frames depend on audio, prompt and pose."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def speech(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (rng.random(len(t)) > 0.3)).astype(np.float32)
