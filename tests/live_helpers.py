@@ -19,3 +19,17 @@ def speech(seconds, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (rng.random(len(t)) > 0.3)).astype(np.float32)
+
+
+PROMPTS = ["a calm face", "calm", "she smiles warmly"]
+
+
+def live_tiny_model():
+    """The tiny preset with a tokenizer that knows the test prompts (unknown words all map to
+    [UNK], so two unknown prompts would look the same), made `responsive`."""
+    from midas_cli.conditions.text import build_word_tokenizer
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+
+    torch.manual_seed(0)
+    return responsive(MidasModel(preset("tiny"), tokenizer=build_word_tokenizer(PROMPTS, 128)).eval())

@@ -8,15 +8,15 @@ from midas_cli.errors import MidasError
 from midas_cli.live.session import LiveSession, live_chunks
 from midas_cli.pipeline import RenderInputs, render
 
-from live_helpers import responsive
+from live_helpers import live_tiny_model
 from live_helpers import speech as _speech
 
 S = 7680  # samples per 480 ms chunk
 
 
-@pytest.fixture
-def tiny_model(tiny_model):
-    return responsive(tiny_model)
+@pytest.fixture(scope="module")
+def tiny_model():
+    return live_tiny_model()
 
 
 def _ref(model, seed=0):
