@@ -33,3 +33,39 @@ def live_tiny_model():
 
     torch.manual_seed(0)
     return responsive(MidasModel(preset("tiny"), tokenizer=build_word_tokenizer(PROMPTS, 128)).eval())
+
+
+class ServerThread:
+    """`create_app` under a real uvicorn on a free localhost port, in a thread (tests only)."""
+
+    def __init__(self, model, **config):
+        import socket
+        import threading
+
+        import uvicorn
+
+        from midas_cli.live import protocol as P
+        from midas_cli.live.server import ServerConfig, create_app
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(model, config=ServerConfig(**config))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    ws_max_size=P.MAX_MESSAGE_BYTES + 1024, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
