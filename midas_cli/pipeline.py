@@ -75,20 +75,49 @@ def chunk_conditions(model: MidasModel, inputs: RenderInputs) -> Iterator[ChunkF
         pose = np.concatenate([pose, np.repeat(pose[-1:], pad, axis=0)])
     pose_feats = pose_features(pose)
     listen = inputs.listen_audio if inputs.listen_audio is not None else np.zeros(1, np.float32)
-    text_cache: dict[str, torch.Tensor] = {}
+    texts = TextFeatures(model)
     for c in range(n_chunks):
-        text = _prompt_at(inputs.prompts, c * f / FPS)
-        if text not in text_cache:
+        yield chunk_features(model, inputs.audio, listen, c * f, pose_feats[c * f:(c + 1) * f],
+                             texts(_prompt_at(inputs.prompts, c * f / FPS)))
+
+
+class TextFeatures:
+    """Prompt text → its pooled feature (D,), cached: a prompt is encoded once, not per chunk.
+
+    The cache keeps the `size` most recent prompts, so a live session that is sent a new
+    prompt every few seconds for hours does not grow.
+    """
+
+    def __init__(self, model: MidasModel, size: int = 64):
+        self.model, self.size = model, size
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, text: str) -> torch.Tensor:
+        if text in self.cache:
+            self.cache[text] = self.cache.pop(text)  # most recently used last
+        else:
             with torch.no_grad():
-                text_cache[text] = model.encode_texts([text])[0].float().cpu()
-        audio = model.audio_features(inputs.audio, f, c * f)
-        feats = ChunkFeatures(
-            audio=audio[None, None].float().cpu(),
-            pose=pose_feats[c * f:(c + 1) * f][None, None],
-            text=text_cache[text][None, None],
-            listen=model.audio_features(listen, f, c * f)[None, None].float().cpu() if model.cfg.audio.duplex else None,
-        )
-        yield feats
+                self.cache[text] = self.model.encode_texts([text])[0].float().cpu()
+            while len(self.cache) > self.size:
+                self.cache.pop(next(iter(self.cache)))
+        return self.cache[text]
+
+
+def chunk_features(model: MidasModel, audio: np.ndarray, listen: np.ndarray, start_frame: int,
+                   pose_feats: torch.Tensor, text: torch.Tensor) -> ChunkFeatures:
+    """The conditions of the chunk whose first frame is `start_frame` of `audio`/`listen`.
+
+    Only audio up to the chunk's end is read (the audio encoders' contract), so `audio` may be
+    the whole clip or, live, a window ending at the chunk's end that starts a whole number of
+    chunks earlier. pose_feats: (F, 12) from `pose_features`; text: (D,) from `TextFeatures`.
+    """
+    f = model.cfg.frames_per_chunk
+    return ChunkFeatures(
+        audio=model.audio_features(audio, f, start_frame)[None, None].float().cpu(),
+        pose=pose_feats[None, None],
+        text=text[None, None],
+        listen=model.audio_features(listen, f, start_frame)[None, None].float().cpu() if model.cfg.audio.duplex else None,
+    )
 
 
 def encode_reference(model: MidasModel, ref: np.ndarray) -> torch.Tensor:
@@ -113,7 +142,7 @@ def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray],
     With `channels_last` the autoencoder's convolutions run on channels-last tensors, the
     layout oneDNN and cuDNN are fastest with (the decoder is mostly convolutions).
     """
-    _set_conv_layout(model.autoencoder, torch.channels_last if channels_last else torch.contiguous_format)
+    set_conv_layout(model.autoencoder, torch.channels_last if channels_last else torch.contiguous_format)
     torch.manual_seed(seed)
     stats = RenderStats(frames=0, seconds=inputs.n_frames / FPS)
     engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed)
@@ -178,7 +207,7 @@ def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray],
     return stats
 
 
-def _set_conv_layout(module: torch.nn.Module, layout: torch.memory_format) -> None:
+def set_conv_layout(module: torch.nn.Module, layout: torch.memory_format) -> None:
     conv = next((m for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if conv is not None and not conv.weight.is_contiguous(memory_format=layout):
         module.to(memory_format=layout)
@@ -248,7 +277,7 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     `context_sigma` gives them that level instead of the checkpoint's `noise.inference_sigma`;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
     """
-    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
 
     dev = pick_device(device)

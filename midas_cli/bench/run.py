@@ -35,7 +35,7 @@ def _fifths_ratio(values: list[float]) -> float:
 
 def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu", dtype: str = "float32",
               mux: bool = True, seed: int = 0, progress=None, pipeline: bool = True) -> dict:
-    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import build_model, config_or_checkpoint, load_model
     from midas_cli.model.config import PRESETS
     from midas_cli.pipeline import RenderInputs, n_frames_for, render, synthetic_speech

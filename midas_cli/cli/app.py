@@ -68,6 +68,11 @@ def _register():
     from midas_cli.cli.batch_cmd import batch
 
     command("batch", batch)
+    from midas_cli.cli.serve_cmd import serve_cmd
+    from midas_cli.cli.stream_cmd import stream_cmd
+
+    command("serve", serve_cmd)
+    command("stream", stream_cmd)
     from midas_cli.cli.train_cmd import train_cmd
 
     command("train", train_cmd)

@@ -1,31 +1,7 @@
 """What every command shares: consoles (progress and messages on stderr, results on stdout),
-device and dtype choice."""
+device and dtype choice. Both live in the library; they are re-exported here for the commands."""
 
 from __future__ import annotations
 
-import torch
-from rich.console import Console
-
-from midas_cli.errors import MidasError
-
-console_err = Console(stderr=True)
-console_out = Console()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MidasError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise MidasError(f"--device {name}: expected auto, cpu or cuda")
-    return torch.device(name)
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in table:
-        raise MidasError(f"--dtype {name}: expected auto, float32 or bfloat16")
-    return table[name]
+from midas_cli.console import console_err, console_out  # noqa: F401
+from midas_cli.devices import pick_device, pick_dtype  # noqa: F401

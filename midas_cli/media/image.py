@@ -74,29 +74,42 @@ def fit_array(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def open_rgb(path: str | os.PathLike):
     """Open an image file as an upright RGB PIL image at its own size, or raise a MidasError."""
+    path = check_input_file(path, "an image")
+    return _decode(path, str(path))
+
+
+def open_rgb_bytes(data: bytes, label: str = "image"):
+    """`open_rgb` for an image held in memory (e.g. sent by a client); errors start with `label`."""
+    import io
+
+    if not data:
+        raise MidasError(f"{label}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), label)
+
+
+def _decode(source, label: str):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = check_input_file(path, "an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise MidasError(f"{path}: image too large ({img.width}×{img.height} pixels; "
+                    raise MidasError(f"{label}: image too large ({img.width}×{img.height} pixels; "
                                      f"the limit is {MAX_PIXELS / 1e6:g} megapixels)")
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))
     except MidasError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MidasError(f"{path}: image too large (decompression bomb protection)") from None
+        raise MidasError(f"{label}: image too large (decompression bomb protection)") from None
     except UnidentifiedImageError:
-        raise MidasError(f"{path}: not an image (png, jpg or webp expected)") from None
+        raise MidasError(f"{label}: not an image (png, jpg or webp expected)") from None
     except MemoryError:
-        raise MidasError(f"{path}: image too large to decode (out of memory)") from None
+        raise MidasError(f"{label}: image too large to decode (out of memory)") from None
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, ...
         detail = str(e).strip() or type(e).__name__
-        raise MidasError(f"{path}: corrupt or truncated image ({detail})") from None
+        raise MidasError(f"{label}: corrupt or truncated image ({detail})") from None
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

@@ -108,7 +108,7 @@ class _LossModule(torch.nn.Module):
 
 def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     """Run (or resume) a recipe; returns the output folder with `checkpoint/` in it."""
-    from midas_cli.cli.common import pick_device, pick_dtype
+    from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.conditions.text import build_word_tokenizer
     from midas_cli.model.checkpoint import build_model, save_checkpoint
     from midas_cli.training.data import LatentDataset, frame_pool, load_clips
