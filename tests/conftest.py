@@ -25,14 +25,18 @@ def offline_hub(tmp_path_factory, monkeypatch):
     yield
 
 
-def _tiny_model(frame_conditions: bool = False):
+def _tiny_model(frame_conditions: bool = False, reference_in_slots: bool = False):
     from midas_cli.model.config import preset
     from midas_cli.model.midas import MidasModel
 
     cfg = preset("tiny")
     cfg.frame_conditions = frame_conditions
+    cfg.reference_in_slots = reference_in_slots
     torch.manual_seed(0)
-    return MidasModel(cfg).eval()
+    model = MidasModel(cfg).eval()
+    if model.ref_in is not None:  # zero-initialised: give it weights, or the tests could not see it
+        torch.nn.init.normal_(model.ref_in.weight, std=0.1)
+    return model
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def tiny_model():
     return _tiny_model()
 
 
-@pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions"])
+@pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions+reference-in-slots"])
 def tiny_model_both(request):
-    """The tiny model without and with the per-frame condition path (`frame_conditions`)."""
-    return _tiny_model(request.param)
+    """The tiny model without and with the per-frame paths (`frame_conditions`, `reference_in_slots`)."""
+    return _tiny_model(request.param, request.param)

@@ -326,3 +326,22 @@ def test_frame_conditions_reach_only_their_own_slot_input(tiny_model_both, seque
     assert diff[1, 2] > 1e-3
     diff[1, 2] = 0
     assert diff.max() == 0
+
+
+def test_reference_in_slots_starts_as_the_model_without_it(sequence):
+    """Zero-initialised, the reference path leaves a model's outputs as they were, so a checkpoint
+    trained without it can be fine-tuned with it; given weights, the reference reaches every slot."""
+    from conftest import _tiny_model
+
+    plain, with_ref = _tiny_model(True, False), _tiny_model(True, True)
+    missing, unexpected = with_ref.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["ref_in.bias", "ref_in.weight"] and not unexpected
+    ref, context, feats = sequence
+    buckets = torch.zeros(context.shape[:2], dtype=torch.long)
+    torch.nn.init.zeros_(with_ref.ref_in.weight)
+    assert torch.allclose(plain.slot_hidden(ref, context, feats, buckets),
+                          with_ref.slot_hidden(ref, context, feats, buckets), atol=1e-6)
+    torch.nn.init.normal_(with_ref.ref_in.weight, std=0.1)
+    a = with_ref.embed_frames(context, buckets, None, ref)
+    b = with_ref.embed_frames(context, buckets, None, ref + 1.0)
+    assert (a - b).abs().amax(-1).min() > 0  # every slot of every frame moved

@@ -52,6 +52,7 @@ class StreamingEngine:
         self.chunk_lens: list[int] = []
         self.chunks_done = 0
         self.last_frame: torch.Tensor | None = None
+        self.ref_tokens: torch.Tensor | None = None
         self.last_bucket = 0
         self.hidden_trace: list[torch.Tensor] = []  # per frame slot, when record_hidden
         self.context_trace: list[torch.Tensor] = []
@@ -101,7 +102,7 @@ class StreamingEngine:
         the conditions of the frame this slot predicts (None without `frame_conditions`)."""
         b = torch.full((frame.shape[0], 1), bucket, dtype=torch.long, device=frame.device)
         noisy = self.model.noise.corrupt(frame[:, None], b, self.generator)
-        embeds = self.model.embed_frames(noisy, b, frame_conds)[:, 0]
+        embeds = self.model.embed_frames(noisy, b, frame_conds, self.ref_tokens)[:, 0]
         if self.record_hidden:
             self.context_trace.append(embeds.detach().clone())
         return embeds
@@ -116,6 +117,7 @@ class StreamingEngine:
         ref_tokens = ref_tokens.to(self.model.device, self.model.dtype)
         self._step(self.model.embed_reference(ref_tokens), None)
         self.last_frame, self.last_bucket = ref_tokens, 0  # frame 0 is the reference, clean
+        self.ref_tokens = ref_tokens
 
     @torch.inference_mode()
     def generate_chunk(self, feats: ChunkFeatures) -> torch.Tensor:

@@ -104,7 +104,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike | None, revision: str | N
 
     try:
         path = Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=CHECKPOINT_FILES))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise MidasError(f"{name_or_path}: not a local folder and not in the Hugging Face cache "
                          "(offline, or the Hub cannot be reached); run `midas download " + str(name_or_path) + "` where the Hub is reachable") from None
     except HfHubHTTPError as e:

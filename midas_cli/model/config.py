@@ -109,6 +109,10 @@ class MidasConfig:
     # Also add frame t's own audio / listen / pose features to slot t's input. The condition
     # tokens alone leave the slot to find its frame's token among the chunk's F by position.
     frame_conditions: bool = False
+    # Also add the reference frame's token at each position to every frame slot's input: the
+    # identity then reaches a slot as directly as its context frame does, so a noisy or drifting
+    # context can be ignored without first learning to find the reference by attention.
+    reference_in_slots: bool = False
 
     # ---- derived numbers -------------------------------------------------------------------
     @property

@@ -85,6 +85,11 @@ class MidasModel(nn.Module):
         self.type_embed = nn.Embedding(2, h)  # reference frame vs generated-frame slot
         nn.init.normal_(self.type_embed.weight, std=0.02)
         self.noise = ContextNoise(cfg.noise, h)
+        # zero-initialised: a checkpoint trained without it starts out unchanged (`reference_in_slots`)
+        self.ref_in = nn.Linear(c, h) if cfg.reference_in_slots else None
+        if self.ref_in is not None:
+            nn.init.zeros_(self.ref_in.weight)
+            nn.init.zeros_(self.ref_in.bias)
 
         # sequence model and renderer
         self.backbone = Backbone(cfg.backbone)
@@ -96,13 +101,18 @@ class MidasModel(nn.Module):
         return self.frame_in(ref_tokens) + self.frame_pos + self.type_embed.weight[REF_TYPE]
 
     def embed_frames(self, latents: torch.Tensor, buckets: torch.Tensor,
-                     frame_conds: torch.Tensor | None = None) -> torch.Tensor:
+                     frame_conds: torch.Tensor | None = None, ref_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Context frames (B, T, N, C) already noised at `buckets` (B, T) → (B, T, N, H).
 
         frame_conds (B, T, H): the conditions of the frame each slot predicts (`frame_conditions`).
+        ref_tokens (B, N, C): the clean reference, added to every slot (`reference_in_slots`).
         """
         x = (self.frame_in(latents) + self.frame_pos + self.type_embed.weight[FRAME_TYPE]
              + self.noise.embed(buckets).to(latents.dtype))
+        if self.ref_in is not None:
+            if ref_tokens is None:
+                raise ValueError("a reference_in_slots model needs the reference tokens for its slots")
+            x = x + self.ref_in(ref_tokens)[:, None]
         return x if frame_conds is None else x + frame_conds[:, :, None]
 
     def embed_frame_conditions(self, feats: ChunkFeatures) -> torch.Tensor | None:
@@ -137,7 +147,7 @@ class MidasModel(nn.Module):
         frame_conds = self.embed_frame_conditions(feats)
         if frame_conds is not None:
             frame_conds = frame_conds.flatten(1, 2)  # (B, K*F, H)
-        slots = self.embed_frames(context, buckets, frame_conds).reshape(b, k, f * n, -1)  # (B, K, F*N, H)
+        slots = self.embed_frames(context, buckets, frame_conds, ref_tokens).reshape(b, k, f * n, -1)  # (B, K, F*N, H)
         seq = torch.cat([self.embed_reference(ref_tokens), torch.cat([cond, slots], dim=2).flatten(1, 2)], dim=1)
         mask = chunk_causal_mask(layout, dtype=seq.dtype, device=seq.device)
         pos = torch.arange(layout.length, device=seq.device)[None].expand(b, -1)

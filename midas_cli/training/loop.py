@@ -246,7 +246,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
             datasets[chunks] = LatentDataset(model, clips, chunks, cache_dir=data_dir / ".midas-cache", log=log)
             log(f"latents and conditions ready in {time.perf_counter() - t0:.1f} s")
         if not resuming and tr.init_from:
-            load_model_weights(model, tr.init_from)
+            load_model_weights(model, tr.init_from, log)
             log(f"{name}: model weights from {tr.init_from}")
         _train_model_phase(recipe, name, index, tr, model, datasets[chunks], state if resuming else None,
                            device, amp, rank, world, log)
@@ -262,8 +262,9 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     return out
 
 
-def load_model_weights(model, checkpoint: str) -> None:
-    """A checkpoint's backbone, head and projector weights into `model` (same architecture)."""
+def load_model_weights(model, checkpoint: str, log=None) -> None:
+    """A checkpoint's backbone, head and projector weights into `model` (same architecture, or one
+    that only adds modules: those keep their initialisation, zero for `reference_in_slots`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -275,10 +276,12 @@ def load_model_weights(model, checkpoint: str) -> None:
     except (OSError, SafetensorError) as e:
         raise MidasError(f"{path}: cannot read model weights ({str(e).splitlines()[0][:120]})") from None
     expected = model.trainable_state_dict()
-    wrong = sorted(k for k in set(expected) | set(weights)
-                   if k not in weights or k not in expected or weights[k].shape != expected[k].shape)
+    wrong = sorted(k for k in weights if k not in expected or weights[k].shape != expected[k].shape)
     if wrong:
         raise MidasError(f"{path}: weights do not fit this recipe's model (first mismatch: {wrong[0]})")
+    new = sorted(set(expected) - set(weights))
+    if new and log:
+        log(f"not in {path}, kept as initialised: {', '.join(new)}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=False)
 
 
