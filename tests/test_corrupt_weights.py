@@ -233,7 +233,7 @@ def test_a_missing_autoencoder_weights_file_is_named(good_checkpoint, inputs, tr
 def test_train_with_a_corrupt_init_from_autoencoder(corruption, good_checkpoint, train_data, tmp_path):
     ckpt, bad = _corrupt(good_checkpoint, tmp_path, corruption)
     out = tmp_path / "run"
-    r = runner.invoke(app, ["train", "demo", f"data.dir={train_data}", "model=tiny", f"output={out}",
+    r = runner.invoke(app, ["train", "demo_base", f"data.dir={train_data}", "model=tiny", f"output={out}",
                             f"autoencoder.init_from={ckpt}", "autoencoder.steps=1", "train.steps=1",
                             "device=cpu"])
     # train logs its progress on stderr first; the error is the last line

@@ -7,7 +7,7 @@ from midas_cli.errors import MidasError
 from midas_cli.training.recipe import load_recipe, shipped_recipe
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_no_noise"])
+@pytest.mark.parametrize("name", ["demo", "demo_base", "demo_no_noise"])
 def test_shipped_training_recipes_validate(name):
     recipe = load_recipe(name)
     cfg = recipe.model_config()
@@ -36,7 +36,7 @@ def test_shipped_judge_and_batch_recipes_validate():
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
-        load_recipe("demo", [override])
+        load_recipe("demo_base", [override])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _recipe(data, output, steps, extra=()):
-    return load_recipe("demo", [f"data.dir={data}", "model=tiny", f"output={output}", "autoencoder.steps=10",
+    return load_recipe("demo_base", [f"data.dir={data}", "model=tiny", f"output={output}", "autoencoder.steps=10",
                                 "autoencoder.batch_size=4", "train.batch_size=2", f"train.steps={steps}",
                                 "train.warmup=5", "train.lr=0.003", "checkpoint_every=10",
                                 "train.log_every=5", *extra])
@@ -293,3 +293,57 @@ def test_head_repeats_draw_the_flow_loss_several_times_per_backbone_pass(monkeyp
     assert not torch.allclose(repeated, plain)
     repeated.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_data, tmp_path):
+    """`base`: the base recipe is trained first and the recipe starts from its checkpoint; a
+    fine-tuning phase (here with the reference path and re-made history) killed mid-way resumes
+    to the same weights as a run that was never stopped."""
+    import yaml
+
+    from midas_cli.model.checkpoint import load_model
+    from midas_cli.training.loop import train
+
+    base_file = tmp_path / "base.yaml"
+    base_file.write_text(yaml.safe_dump({
+        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
+        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 10, "batch_size": 2, "warmup": 2},
+        "eval": None, "checkpoint_every": 10}))
+
+    def child(out, extra=()):
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump({
+            "base": str(base_file), "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / out),
+            "model_overrides": {"reference_in_slots": True, "noise.sigma_max": 2.0},
+            "autoencoder": {"steps": 0}, "train": {"steps": 0},
+            "finetune": [{"steps": 20, "batch_size": 2, "warmup": 2, "lr": 0.003, "rollout": 0.5,
+                          "log_every": 5}],
+            "eval": None, "checkpoint_every": 10}))
+        return load_recipe(path, list(extra))
+
+    logs = []
+    straight = train(child("a"), log=logs.append)
+    assert any("starting from the base recipe's checkpoint" in m for m in logs)
+    assert any("kept as initialised: ref_in.bias, ref_in.weight" in m for m in logs)
+    base_model = load_model(tmp_path / "base" / "checkpoint")
+    tuned = load_model(straight / "checkpoint")
+    assert tuned.cfg.reference_in_slots and tuned.ref_in.weight.abs().sum() > 0
+    assert any(not torch.equal(p, q) for p, q in zip(base_model.head.parameters(), tuned.head.parameters()))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_15(msg):
+        if msg.startswith("finetune1 step 15/"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(child("b"), log=kill_at_15)
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert state["phase"] == "finetune1" and state["step"] == 10
+    train(child("b"), log=lambda m: None)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 20
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

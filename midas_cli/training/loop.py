@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from midas_cli.errors import MidasError
 from midas_cli.training.history import resample_history
 from midas_cli.training.objective import sequence_loss
-from midas_cli.training.recipe import TrainRecipe
+from midas_cli.training.recipe import TrainRecipe, load_recipe
 
 
 def _dist():
@@ -113,6 +113,8 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     from midas_cli.model.checkpoint import build_model, save_checkpoint
     from midas_cli.training.data import LatentDataset, frame_pool, load_clips
 
+    if recipe.base:
+        recipe = _on_base(recipe, train(load_recipe(recipe.base), log, progress_factory), log)
     rank, world = _dist()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -260,6 +262,20 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     if world > 1:
         torch.distributed.barrier()
     return out
+
+
+def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
+    """The recipe, set to start from its base's checkpoint."""
+    from dataclasses import replace
+
+    ckpt = str(base_output / "checkpoint")
+    if recipe.autoencoder.steps:
+        raise MidasError(f"base: {recipe.base}: this recipe starts from its base's autoencoder; "
+                         "set autoencoder.steps: 0")
+    log(f"starting from the base recipe's checkpoint {ckpt}")
+    return replace(recipe, base=None,
+                   autoencoder=replace(recipe.autoencoder, init_from=recipe.autoencoder.init_from or ckpt),
+                   train=replace(recipe.train, init_from=recipe.train.init_from or ckpt))
 
 
 def load_model_weights(model, checkpoint: str, log=None) -> None:

@@ -78,6 +78,9 @@ class EvalDuringTraining:
 
 @dataclass
 class TrainRecipe:
+    # A recipe trained first (into its own output folder; resumed, or skipped when done), whose
+    # checkpoint this one starts from: its autoencoder, and its model unless train.init_from says otherwise.
+    base: str | None = None
     model: str = "demo"  # a preset name
     model_overrides: dict = field(default_factory=dict)  # dotted config fields, e.g. {"noise.sigma_max": 0}
     data: DataRecipe = field(default_factory=DataRecipe)
