@@ -23,7 +23,7 @@ def strip(rows: list[tuple[str, np.ndarray]], at: list[float], fps: float) -> Im
     for j, t in enumerate(at):
         d.text((label_w + j * w + 4, 3), f"{t:g} s", fill="black")
     for i, (label, frames) in enumerate(rows):
-        d.text((4, top + i * h + h // 2 - 6), label, fill="black")
+        d.multiline_text((4, top + i * h + h // 2 - 12), label.replace(" ", "\n", 1), fill="black")
         for j, t in enumerate(at):
             k = min(len(frames) - 1, max(0, int(round(t * fps)) - 1))
             img.paste(Image.fromarray(frames[k]), (label_w + j * w, top + i * h))
