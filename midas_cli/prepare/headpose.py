@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from midas_cli.synth.geometry import rotation  # the synth renderer's convention: poses out match poses in
+
 # iBUG index → generic 3D position (x right, y down, z toward the viewer; nose tip z = 0 before
 # the shift to the head centre). After the widely used six-point model (nose tip, chin, eye and
 # mouth corners), plus points along the nose and the inner eye corners.
@@ -41,15 +43,6 @@ HEAD_CENTRE = np.array([0.0, -120.0, -560.0])  # behind the eyes, where the synt
 INDICES = np.array(sorted(_MODEL))
 MODEL_POINTS = np.array([_MODEL[i] for i in INDICES]) - HEAD_CENTRE
 SMOOTH_SIGMA = 1.0  # frames; landmark jitter is frame to frame, head motion is slower
-
-
-def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """The synth renderer's rotation (midas_cli/synth/geometry.py), degrees in."""
-    y, p, r = np.deg2rad([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
 
 
 def angles(R: np.ndarray) -> tuple[float, float, float]:
