@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from midas_cli.live.client import stream
+    from midas_cli.live.client import stream, wait_for_server
     from midas_cli.media.audio import write_wav
     from midas_cli.pipeline import synthetic_speech
 
@@ -56,12 +55,7 @@ def main() -> None:
     server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_server(url, timeout_s=60)
         rss: list[tuple[float, int]] = []
         done = threading.Event()
 

@@ -6,8 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import imageio_ffmpeg
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from live_helpers import PROMPTS, ServerThread, live_tiny_model
+from midas_cli.live.client import wait_for_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "midas_cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
                              "--device", "cpu"], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    if not wait_for_server(url, timeout_s=30):
         proc.kill()
         pytest.fail(proc.stderr.read())
     yield url, proc

@@ -32,6 +32,7 @@ def test_shipped_judge_and_batch_recipes_validate():
     ("model_overrides={backbone.hidden: 3}", "backbone.hidden"),
     ("train.rollout=1.5", "train.rollout"),
     ("train.rollout_passes=0", "train.rollout_passes"),
+    ("base=demo_base", "autoencoder.steps"),  # a recipe on a base trains no autoencoder of its own
     ("train.change_weight=-1", "train.change_weight"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
@@ -46,6 +47,17 @@ def tiny_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     write_dataset(out, clips=3, seconds=3.0, seed=0, size=64, progress=False)
     return out
+
+
+class Killed(Exception):
+    """A training run stopped from its log callback, as a kill would stop it."""
+
+
+def _kill_at(prefix: str):
+    def log(msg):
+        if msg.startswith(prefix):
+            raise Killed
+    return log
 
 
 def _recipe(data, output, steps, extra=()):
@@ -72,15 +84,8 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
     assert [s["step"] for s in scores] == [10, 20, 30, 40, 50, 60] and "lip_sync_acc" in scores[-1]
 
     # killed at step 35 (its last checkpoint: step 30), then started again with the same recipe
-    class Killed(Exception):
-        pass
-
-    def kill_at_35(msg):
-        if msg.startswith("model step 35/"):
-            raise Killed
-
     with pytest.raises(Killed):
-        train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=kill_at_35)
+        train(_recipe(tiny_data, tmp_path / "b", 60, ["eval=null"]), log=_kill_at("model step 35/"))
     state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert state["phase"] == "model" and state["step"] == 30
     resumed_logs = []
@@ -330,15 +335,8 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
     assert tuned.cfg.reference_in_slots and tuned.ref_in.weight.abs().sum() > 0
     assert any(not torch.equal(p, q) for p, q in zip(base_model.head.parameters(), tuned.head.parameters()))
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_15(msg):
-        if msg.startswith("finetune1 step 15/"):
-            raise Killed
-
     with pytest.raises(Killed):
-        train(child("b"), log=kill_at_15)
+        train(child("b"), log=_kill_at("finetune1 step 15/"))
     state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert state["phase"] == "finetune1" and state["step"] == 10
     train(child("b"), log=lambda m: None)

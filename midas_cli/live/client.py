@@ -36,6 +36,20 @@ def ws_url(url: str, token: str | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, path, f"token={token}" if token else "", ""))
 
 
+def wait_for_server(url: str, timeout_s: float = 30.0) -> bool:
+    """True once a `midas serve` at `url` answers `/health` (one just started), False after `timeout_s`."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url.rstrip("/") + "/health", timeout=1).read()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 

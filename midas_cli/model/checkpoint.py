@@ -161,12 +161,37 @@ def _load_tokenizer(ckpt: Path):
         raise MidasError(f"{tok_path}: not a tokenizers file ({why}); {HINT}") from None
 
 
-def _check_model_weights(weights: Path, model) -> None:
-    """model.safetensors (header only) against the model's trainable tensors: names and shapes."""
+def _check_model_weights(weights: Path, model, against: str = "config.json", allow_new: bool = False) -> list[str]:
+    """model.safetensors (header only) against the model's trainable tensors: names and shapes.
+    With `allow_new` the model may have tensors the file lacks; their names are returned."""
     from midas_cli.model.weights import check_shapes, safetensors_shapes
 
+    found = safetensors_shapes(weights)
     expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
-    check_shapes(weights, safetensors_shapes(weights), expected, "config.json")
+    new = sorted(set(expected) - set(found)) if allow_new else []
+    check_shapes(weights, found, {k: v for k, v in expected.items() if k not in new}, against)
+    return new
+
+
+def load_trainable_weights(model, weights: Path, against: str = "config.json", allow_new: bool = False) -> list[str]:
+    """model.safetensors into the model's trainable tensors, the header checked first; a corrupt or
+    mismatched file is a MidasError naming it.
+
+    allow_new: the model may have tensors the file lacks (a module a fine-tuning recipe adds,
+    such as `reference_in_slots`); they keep their initialisation and their names are returned.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from midas_cli.model.weights import HINT, reason
+
+    new = _check_model_weights(weights, model, against, allow_new)
+    try:
+        state = load_file(weights)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    except (SafetensorError, RuntimeError, ValueError, OSError) as e:  # the header was sound; the data is not
+        raise MidasError(f"{weights}: cannot load the weights ({reason(e)}); {HINT}") from None
+    return new
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
@@ -175,11 +200,6 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
 
     Every file is checked as it is read: a corrupt, truncated or foreign one is a MidasError naming it.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from midas_cli.model.weights import HINT, reason
-
     ckpt = resolve_checkpoint(name_or_path, revision)
     cfg = MidasConfig.load(ckpt / "config.json")
     tokenizer = _load_tokenizer(ckpt) if cfg.text.kind == "learned" else None
@@ -190,12 +210,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
         model = build_model(cfg, ckpt, tokenizer)
     except OSError as e:
         raise MidasError(f"{ckpt}: cannot load a model component ({str(e).splitlines()[0]})") from None
-    _check_model_weights(weights, model)
-    try:
-        state = load_file(weights)
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    except (SafetensorError, RuntimeError, ValueError, OSError) as e:  # the header was sound; the data is not
-        raise MidasError(f"{weights}: cannot load the weights ({reason(e)}); {HINT}") from None
+    load_trainable_weights(model, weights)
     model.checkpoint_path = ckpt
     return model.to(device=device, dtype=dtype).eval()
 

@@ -36,12 +36,14 @@ class ContextNoise(nn.Module):
         return int(torch.argmin((self.levels - sigma).abs()).item())
 
     def corrupt(self, latents: torch.Tensor, buckets: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """latents (..., N, C), buckets (...) → noisy latents; σ = 0 returns the input itself."""
+                generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """latents (..., N, C), buckets (...) → noisy latents; σ = 0 returns the input itself.
+        eps: the unit noise to scale (drawn here when None), for callers that reuse one draw."""
         sigma = self.levels.to(latents.device, latents.dtype)[buckets]  # (...)
         if not bool((sigma > 0).any()):
             return latents
-        eps = torch.randn(latents.shape, device=latents.device, generator=generator, dtype=latents.dtype)
+        if eps is None:
+            eps = torch.randn(latents.shape, device=latents.device, generator=generator, dtype=latents.dtype)
         return latents + sigma[..., None, None] * eps
 
     def embed(self, buckets: torch.Tensor) -> torch.Tensor:

@@ -48,14 +48,14 @@ def resample_history(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.
     x0 = frames.flatten(0, 1)  # (B*T, N, C)
     # every draw is made once, so each pass re-makes a frame from the same noise and the
     # passes converge to the frame-by-frame result instead of re-rolling every frame
-    sigma = model.noise.levels.to(frames.device, frames.dtype)[buckets][..., None, None]
     context_eps = torch.randn(previous.shape, device=frames.device, generator=generator, dtype=frames.dtype)
     t_s = resample_levels((b * t,), shift, frames.device, generator).to(x0.dtype)
     eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     start = (1 - t_s)[:, None, None] * x0 + t_s[:, None, None] * eps
     context = previous
     for _ in range(passes):
-        cond = model.slot_hidden(ref_tokens, context + sigma * context_eps, feats, buckets).flatten(0, 1)
+        noisy = model.noise.corrupt(context, buckets, eps=context_eps)
+        cond = model.slot_hidden(ref_tokens, noisy, feats, buckets).flatten(0, 1)
         x = start
         for i in range(steps):  # Euler from t_s to 0 in the head's inference step count
             x = x - (t_s / steps)[:, None, None] * model.head(x, t_s * (1 - i / steps), cond.to(x0.dtype))

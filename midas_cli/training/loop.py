@@ -237,8 +237,9 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     # ---- phase 2 (and fine-tuning phases): the autoregressive model ----------------------------
     model.autoencoder.requires_grad_(False).eval()
     datasets: dict[int, LatentDataset] = {}
-    names = [name for name, _ in recipe.phases()]
-    for index, (name, tr) in enumerate(recipe.phases()):
+    phases = recipe.phases()
+    names = [name for name, _ in phases]
+    for index, (name, tr) in enumerate(phases):
         if phase in names and names.index(phase) > index:
             continue  # finished in an earlier run
         resuming = state is not None and state["phase"] == name and bool(state.get("optimizer"))
@@ -269,9 +270,6 @@ def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
     from dataclasses import replace
 
     ckpt = str(base_output / "checkpoint")
-    if recipe.autoencoder.steps:
-        raise MidasError(f"base: {recipe.base}: this recipe starts from its base's autoencoder; "
-                         "set autoencoder.steps: 0")
     log(f"starting from the base recipe's checkpoint {ckpt}")
     return replace(recipe, base=None,
                    autoencoder=replace(recipe.autoencoder, init_from=recipe.autoencoder.init_from or ckpt),
@@ -281,24 +279,12 @@ def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
 def load_model_weights(model, checkpoint: str, log=None) -> None:
     """A checkpoint's backbone, head and projector weights into `model` (same architecture, or one
     that only adds modules: those keep their initialisation, zero for `reference_in_slots`)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from midas_cli.model.checkpoint import resolve_checkpoint
+    from midas_cli.model.checkpoint import load_trainable_weights, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint) / "model.safetensors"
-    try:
-        weights = load_file(path)
-    except (OSError, SafetensorError) as e:
-        raise MidasError(f"{path}: cannot read model weights ({str(e).splitlines()[0][:120]})") from None
-    expected = model.trainable_state_dict()
-    wrong = sorted(k for k in weights if k not in expected or weights[k].shape != expected[k].shape)
-    if wrong:
-        raise MidasError(f"{path}: weights do not fit this recipe's model (first mismatch: {wrong[0]})")
-    new = sorted(set(expected) - set(weights))
+    new = load_trainable_weights(model, path, against="this recipe's model", allow_new=True)
     if new and log:
         log(f"not in {path}, kept as initialised: {', '.join(new)}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=False)
 
 
 def _train_model_phase(recipe: TrainRecipe, name: str, index: int, tr, model, data, state: dict | None,

@@ -156,6 +156,9 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
         node[leaf] = value
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
+        raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
+                         f"base's autoencoder), got {recipe.autoencoder.steps}")
     recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
                        for i, ft in enumerate(recipe.finetune)]
     for i, (_, tr) in enumerate(recipe.phases()):
