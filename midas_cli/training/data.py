@@ -46,6 +46,15 @@ def read_manifest(folder: Path) -> list[dict]:
     return entries
 
 
+def manifest_prompts(folder: Path, max_clips: int | None = None) -> list[str]:
+    """Every prompt text of the folder's clips (what the word tokenizer is fitted on), read
+    without decoding any video."""
+    from midas_cli.media.prompts import load_prompts
+
+    return [p.text for e in read_manifest(folder)[:max_clips] if e.get("prompts")
+            for p in load_prompts(folder / e["prompts"])]
+
+
 def load_clip(folder: Path, entry: dict, width: int, height: int) -> Clip:
     from midas_cli.media.audio import load_audio
     from midas_cli.media.image import load_reference

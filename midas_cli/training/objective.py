@@ -1,14 +1,17 @@
 """The model phase's objective: the flow-matching loss of every frame of a sequence, and how it is
 shaped. The model provides the forward pieces (`slot_hidden`, the head, the context noise);
 what the loss weights and which context it sees are training decisions, so they live here.
+The autoencoder phase's reconstruction loss is here too.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from midas_cli.model.flow import flow_matching_loss
 from midas_cli.model.midas import ChunkFeatures, MidasModel
+from midas_cli.training.history import resample_history
 
 
 def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: float) -> torch.Tensor | None:
@@ -51,3 +54,54 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
         return flow_matching_loss(model.head, targets, cond, generator)
     per_token = flow_matching_loss(model.head, targets, cond, generator, reduction="none").mean(-1)  # (·, N)
     return (weight.detach() * per_token).mean()
+
+
+class SequenceLoss(torch.nn.Module):
+    """One model-phase step's loss as a module's forward, so DDP and FSDP can wrap it: the
+    prompts are encoded, the history optionally re-made by the model, then `sequence_loss`."""
+
+    def __init__(self, model: MidasModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ref, frames, prev, feats, texts, tr):
+        b, k = len(texts), len(texts[0])
+        flat = [t for row in texts for t in row]
+        feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
+        true_prev = prev
+        if tr.rollout > 0:
+            use = torch.rand(b, device=frames.device) < tr.rollout
+            if bool(use.any()):
+                prev = prev.clone()
+                prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
+                                             tr.rollout_passes, tr.rollout_shift)
+        return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
+                             weight_from=true_prev, head_repeats=tr.head_repeats)
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0):
+    """The autoencoder's loss: L1 (sharp edges) + MSE, weighted up near image edges, + a small
+    latent-magnitude penalty that keeps tokens near unit scale."""
+    err = rec.float() - x
+    if edge_weight > 0:
+        gx = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs().mean(1, keepdim=True), (0, 1))
+        gy = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs().mean(1, keepdim=True), (0, 0, 0, 1))
+        w = 1 + edge_weight * F.max_pool2d(gx + gy, 3, 1, 1)
+        w = w / w.mean()
+    else:
+        w = torch.ones_like(x[:, :1])
+    return (w * err.abs()).mean() + 0.5 * (w * err.pow(2)).mean() + 1e-4 * z.float().pow(2).mean()
+
+
+class ReconstructionLoss(torch.nn.Module):
+    """The autoencoder phase's step as a module's forward (for DDP): frames → (loss, reconstruction)."""
+
+    def __init__(self, autoencoder, edge_weight: float = 0.0):
+        super().__init__()
+        self.autoencoder, self.edge_weight = autoencoder, edge_weight
+
+    def forward(self, x):
+        dcae = self.autoencoder.dcae
+        z = dcae.encode(x, return_dict=False)[0]
+        rec = dcae.decode(z, return_dict=False)[0]
+        return reconstruction_loss(rec, x, z, self.edge_weight), rec

@@ -32,6 +32,8 @@ class DataRecipe:
     dir: str = "data/synth-train"  # a folder with manifest.jsonl (docs/formats.md)
     synth: SynthData | None = None
     max_clips: int | None = None
+    workers: int = 2  # DataLoader worker processes reading shards (0: in the training process)
+    shard_mb: float = 256.0  # size bound of one shard of encoded latents
 
 
 @dataclass
@@ -66,6 +68,11 @@ class ModelTraining:
     rollout_shift: float = 0.6  # bends the LogitNormal noise level of a re-made frame (< 1: lighter)
     head_repeats: int = 1  # flow-loss draws per backbone output (MAR's diffusion_batch_mul)
     init_from: str | None = None  # start this phase from a checkpoint's model weights
+    # Under torchrun: "ddp" (every rank holds the whole model and optimizer; small models) or
+    # "fsdp" (PyTorch's fully_shard: parameters, gradients and optimizer state sharded over ranks).
+    parallel: str = "ddp"
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step (per rank)
+    activation_checkpointing: bool = False  # recompute backbone blocks in backward: less memory, ~30 % more compute
     log_every: int = 25
 
 
@@ -155,6 +162,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"override {key}: give a field of one list item, e.g. {key}.0.steps=…")
         node[leaf] = value
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
+    if recipe.data.workers < 0 or recipe.data.shard_mb <= 0:
+        raise MidasError(f"{path}: data.workers must be >= 0 and data.shard_mb > 0")
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
     if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
         raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
@@ -171,6 +180,10 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.rollout_shift: must be > 0, got {tr.rollout_shift}")
         if tr.head_repeats < 1:
             raise MidasError(f"{path}: {where}.head_repeats: must be at least 1, got {tr.head_repeats}")
+        if tr.parallel not in ("ddp", "fsdp"):
+            raise MidasError(f"{path}: {where}.parallel: ddp or fsdp, got {tr.parallel!r}")
+        if tr.grad_accum < 1:
+            raise MidasError(f"{path}: {where}.grad_accum: must be at least 1, got {tr.grad_accum}")
         if tr.change_weight < 0:
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
     return recipe
