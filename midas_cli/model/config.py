@@ -222,6 +222,10 @@ def _coerce(hint, value, path):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return dataclass_from_dict(hint, value, path)
+    if origin is typing.Literal:  # a fixed word, e.g. a recipe's `eval: auto`
+        if value not in typing.get_args(hint):
+            raise MidasError(f"{path}: expected one of {', '.join(map(repr, typing.get_args(hint)))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
@@ -233,7 +237,7 @@ def _coerce(hint, value, path):
                 return _coerce(arg, value, path)
             except MidasError:
                 continue
-        raise MidasError(f"{path}: {value!r} is not a valid {hint}")
+        raise MidasError(f"{path}: expected {' or '.join(map(_describe, args))}, got {value!r}")
     if hint is bool:
         if not isinstance(value, bool):
             raise MidasError(f"{path}: expected true/false, got {value!r}")
@@ -259,6 +263,17 @@ def _coerce(hint, value, path):
             raise MidasError(f"{path}: expected a list, got {value!r}")
         return value
     return value
+
+
+def _describe(hint) -> str:
+    """A type as a recipe writer reads it: `a section (EvalDuringTraining)`, `'auto'`, `null`."""
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return f"a section ({hint.__name__})"
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
 
 
 # ---- presets (DiT-style: small functions collected in a dict) -------------------------------

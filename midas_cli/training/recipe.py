@@ -1,20 +1,24 @@
 """Training recipes: YAML validated into dataclasses, any field overridable as `key=value`.
 
-Sizes and paths live only here (and in the model presets a recipe names). A wrong field fails
-with its dotted name, e.g. `recipes/demo.yaml: train.batch_size: expected an integer, got 'x'`.
+Sizes and paths live only here (and in the model presets or config files a recipe names). A
+wrong field fails with its dotted name, e.g. `recipes/demo.yaml: train.batch_size: expected an
+integer, got 'x'`. Relative paths in a recipe (`data.dir`, `model`, `base`, `output`, `init_from`)
+are relative to the current directory, not to the recipe file, as on the command line.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from midas_cli.errors import MidasError
-from midas_cli.model.config import MidasConfig, dataclass_from_dict, preset
+from midas_cli.model.config import PRESETS, MidasConfig, dataclass_from_dict, preset
 
 
 @dataclass
@@ -78,6 +82,9 @@ class ModelTraining:
 
 @dataclass
 class EvalDuringTraining:
+    """A small `midas eval` at every checkpoint. Its cases and judges are the synthetic world's, so
+    its scores mean something only for a model trained on synthetic data."""
+
     cases: int = 2
     seconds: float = 8.0
     seed: int = 1234
@@ -88,7 +95,10 @@ class TrainRecipe:
     # A recipe trained first (into its own output folder; resumed, or skipped when done), whose
     # checkpoint this one starts from: its autoencoder, and its model unless train.init_from says otherwise.
     base: str | None = None
-    model: str = "demo"  # a preset name
+    # A preset name (tiny, demo, paper), or else a model config file: a config.json, or a checkpoint
+    # folder holding one (its autoencoder/encoder sub-folders then come with it). A preset name wins
+    # over a folder of that name; write ./demo for the folder.
+    model: str = "demo"
     model_overrides: dict = field(default_factory=dict)  # dotted config fields, e.g. {"noise.sigma_max": 0}
     data: DataRecipe = field(default_factory=DataRecipe)
     autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
@@ -96,7 +106,10 @@ class TrainRecipe:
     # Further model phases after `train`, in order: each continues from the weights the one
     # before it left, with its own optimizer, schedule and random stream.
     finetune: list = field(default_factory=list)
-    eval: EvalDuringTraining | None = field(default_factory=EvalDuringTraining)
+    # "auto" (the default): on when the data is synthetic (data.synth is set), off otherwise, since
+    # the judges score against the synthetic world's truth. null: off; a section: on. Resolved when
+    # the recipe is built, so a TrainRecipe's eval is always a section or None.
+    eval: EvalDuringTraining | Literal["auto"] | None = "auto"
     output: str = "runs/demo"
     checkpoint_every: int = 500
     seed: int = 0
@@ -105,12 +118,17 @@ class TrainRecipe:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     keep_checkpoints: bool = False  # also keep every saved checkpoint as OUTPUT/checkpoints/PHASE-STEP
 
+    def __post_init__(self):
+        if self.eval == "auto":
+            self.eval = EvalDuringTraining() if self.data.synth is not None else None
+
     def phases(self) -> list[tuple[str, ModelTraining]]:
         """The model phases in order: ("model", train), ("finetune1", …), …"""
         return [("model", self.train)] + [(f"finetune{i + 1}", ft) for i, ft in enumerate(self.finetune)]
 
     def model_config(self) -> MidasConfig:
-        cfg = preset(self.model).to_dict()
+        """The preset or config file `model` names, with `model_overrides` applied on top."""
+        cfg = _base_model_config(self.model)
         for key, value in self.model_overrides.items():
             node = cfg
             *parents, leaf = key.split(".")
@@ -122,6 +140,34 @@ class TrainRecipe:
                 raise MidasError(f"model_overrides: {key}: no such model config field")
             node[leaf] = value
         return MidasConfig.from_dict(cfg, "model_overrides")
+
+
+def _base_model_config(model: str) -> dict:
+    if model in PRESETS:
+        return preset(model).to_dict()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise MidasError(f"model: {model}: not a preset ({', '.join(PRESETS)}), a config.json or a checkpoint "
+                         "folder with one")
+    cfg = MidasConfig.load(path)  # names the file when it is unreadable or a field is wrong
+    # A checkpoint's config names its own components by sub-folder (autoencoder/, ...); they are
+    # relative to the checkpoint, as load_model reads them, so they must not be read against the
+    # current directory by the training run.
+    for part in (cfg.autoencoder, cfg.audio, cfg.text):
+        if part.pretrained and (path.parent / part.pretrained).is_dir():
+            part.pretrained = str(path.parent / part.pretrained)
+    return cfg.to_dict()
+
+
+def _warn_eval_on_real_data(recipe: TrainRecipe, path: Path) -> None:
+    if recipe.eval is None or recipe.data.synth is not None or os.environ.get("RANK", "0") != "0":
+        return
+    from midas_cli.console import console_err
+
+    console_err.print(f"{path}: warning: eval is on but the data is not synthetic (no data.synth): its synthetic "
+                      "judges say little about a model of real footage", highlight=False, soft_wrap=True)
 
 
 def shipped_recipe(name: str) -> Path | None:
@@ -165,6 +211,7 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     if recipe.data.workers < 0 or recipe.data.shard_mb <= 0:
         raise MidasError(f"{path}: data.workers must be >= 0 and data.shard_mb > 0")
     recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    _warn_eval_on_real_data(recipe, path)
     if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
         raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
                          f"base's autoencoder), got {recipe.autoencoder.steps}")
