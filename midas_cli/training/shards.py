@@ -55,7 +55,7 @@ def dataset_key(model) -> str:
             h.update(t.detach().float().cpu().numpy().tobytes())
     cfg = model.cfg
     h.update(json.dumps({
-        "format": FORMAT, "dcae": dict(ae.dcae.config), "scaling_factor": ae.scaling_factor,
+        "format": FORMAT, "dcae": {k: v for k, v in ae.dcae.config.items() if not k.startswith("_")},  # "_use_default_values" is a set's order "scaling_factor": ae.scaling_factor,
         "patch_size": ae.patch_size, "size": [cfg.autoencoder.width, cfg.autoencoder.height],
         "audio": cfg.audio.__dict__, "pose": [POSE_FEATURE_DIM, POSE_SCALE.tolist()], "fps": FPS,
         "dtype": str(model.dtype),
@@ -489,3 +489,43 @@ def window_loader(folder: Path | str, *, chunks: int, frames_per_chunk: int, bat
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows,
                                          num_workers=num_workers, pin_memory=pin_memory, **extra)
     return WindowLoader(loader, sampler, dataset)
+
+
+# ---- the model a recipe encodes with -----------------------------------------------------------
+
+def recipe_encoder(recipe, device: str = "auto"):
+    """The model whose autoencoder `train(recipe)` uses for its model phases, so the shards this
+    encodes are the ones training finds: the autoencoder trained in OUTPUT/train_state.pt,
+    `autoencoder.init_from`'s, or (autoencoder.steps == 0) the one built from the recipe's seed."""
+    from midas_cli.devices import pick_device
+    from midas_cli.model.checkpoint import build_model
+
+    cfg = recipe.model_config()
+    torch.manual_seed(recipe.seed)  # as train() seeds rank 0 before building the model
+    model = build_model(cfg).to(pick_device(device)).eval()
+    state_path = Path(recipe.output) / "train_state.pt"
+    if recipe.autoencoder.init_from:
+        from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
+        from midas_cli.model.checkpoint import resolve_checkpoint
+
+        src = resolve_checkpoint(recipe.autoencoder.init_from) / "autoencoder"
+        if not src.is_dir():
+            raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
+        model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src)),
+                                             cfg.autoencoder.patch_size).to(model.device).eval()
+    if state_path.exists():
+        from midas_cli.training.loop import load_train_state
+
+        state = load_train_state(state_path)
+        if state["phase"] == "autoencoder":
+            raise MidasError(f"{state_path}: the autoencoder is still training (step {state['step']}); "
+                             "encode once `midas train` has finished it")
+        prefix = "autoencoder."
+        model.autoencoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items()
+                                           if k.startswith(prefix)})
+        if "scaling_factor" in state:
+            model.autoencoder.dcae.register_to_config(scaling_factor=state["scaling_factor"])
+    elif recipe.autoencoder.steps > 0:
+        raise MidasError(f"{recipe.output}: the recipe's autoencoder is not trained yet (no train_state.pt); "
+                         "run `midas train` first, or pass --checkpoint")
+    return model.requires_grad_(False)
