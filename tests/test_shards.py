@@ -263,3 +263,23 @@ def test_cli_encode_dataset_on_a_missing_folder_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["encode-dataset", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "no such folder" in result.output
+
+
+def test_the_frame_stream_is_deterministic_resumes_at_a_step_and_includes_references(tiny_source):
+    from midas_cli.media.image import load_reference
+    from midas_cli.training.data import read_manifest
+    from midas_cli.training.frames import FrameStream, frame_loader
+
+    kw = dict(width=64, height=64, batch_size=4, seed=2, clips_per_block=2, block_steps=3)
+    serial = list(frame_loader(tiny_source, steps=7, num_workers=0, **kw))
+    parallel = list(frame_loader(tiny_source, steps=7, num_workers=2, **kw))
+    assert len(serial) == len(parallel) == 7 and serial[0].shape == (4, 64, 64, 3) and serial[0].dtype == torch.uint8
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+    resumed = list(frame_loader(tiny_source, steps=7, start_step=4, num_workers=0, **kw))
+    assert len(resumed) == 3 and all(torch.equal(a, b) for a, b in zip(resumed, serial[4:]))
+    assert not torch.equal(serial[0], serial[3])
+
+    stream = FrameStream(tiny_source, 64, 64, 4, seed=2, clips_per_block=2, block_steps=3)
+    pool, _ = stream.pool(0)
+    refs = {load_reference(tiny_source / e["ref"], 64, 64).tobytes() for e in read_manifest(tiny_source)}
+    assert len(pool) == 2 * 38 + 2 and {pool[-1].tobytes(), pool[-2].tobytes()} <= refs
