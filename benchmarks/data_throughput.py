@@ -207,8 +207,8 @@ def main():
         return
     rows = [("encode", f"{enc['frames_per_s']:.1f} frames/s ({enc['frames']} frames in {enc['seconds']:.1f} s)")]
     for r in loaders:
-        rows.append((f"loader {'preload' if r['preload'] else 'shards'}",
-                     f"{r['batches_per_s']:.1f} batches/s of {args.batch_size} (first batch {r['first_batch_s']:.2f} s)"))
+        rows.append((f"loader {'preload' if r['preload'] else 'shards'}", f"{r['batches_per_s']:.1f} batches/s "
+                     f"of {args.batch_size} (first batch {r['first_batch_s']:.2f} s)"))
     if train:
         rows.append(("training wait", f"{train['wait_per_step_ms']:.1f} ms/step of {1000 * train['step_s']:.0f} ms "
                                       f"({100 * train['wait_share']:.1f} %)"))

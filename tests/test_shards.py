@@ -51,7 +51,8 @@ def expected(tiny_source, model):
     from midas_cli.training.data import LatentDataset, load_clip, read_manifest
 
     w, h = model.cfg.autoencoder.width, model.cfg.autoencoder.height
-    return {e["id"]: LatentDataset._encode(model, load_clip(tiny_source, e, w, h), 32) for e in read_manifest(tiny_source)}
+    return {e["id"]: LatentDataset._encode(model, load_clip(tiny_source, e, w, h), 32)
+            for e in read_manifest(tiny_source)}
 
 
 def _contents(folder) -> dict:
@@ -176,8 +177,8 @@ def _reference_window(item: dict, start: int, k: int, f: int):
     lat = item["latents"]
     before = item["ref"][None] if start == 0 else lat[start - 1:start]
     return (item["ref"], lat[start:start + length], torch.cat([before, lat[start:start + length - 1]]),
-            item["audio"][start:start + length].reshape(k, f, -1), item["listen"][start:start + length].reshape(k, f, -1),
-            item["pose"][start:start + length].reshape(k, f, -1), [item["prompts"][start + c * f] for c in range(k)])
+            *(item[name][start:start + length].reshape(k, f, -1) for name in ("audio", "listen", "pose")),
+            [item["prompts"][start + c * f] for c in range(k)])
 
 
 def test_a_window_is_the_slices_latent_dataset_would_take(encoded, expected):
@@ -202,9 +203,9 @@ def _batches(folder, **kw):
 def _equal(a, b):
     ref, frames, prev, feats, texts = a
     ref2, frames2, prev2, feats2, texts2 = b
-    return (all(torch.equal(x, y) for x, y in ((ref, ref2), (frames, frames2), (prev, prev2), (feats.audio, feats2.audio),
-                                               (feats.listen, feats2.listen), (feats.pose, feats2.pose)))
-            and texts == texts2 and feats.text is None)
+    pairs = ((ref, ref2), (frames, frames2), (prev, prev2), (feats.audio, feats2.audio),
+             (feats.listen, feats2.listen), (feats.pose, feats2.pose))
+    return all(torch.equal(x, y) for x, y in pairs) and texts == texts2 and feats.text is None
 
 
 def test_the_loader_is_deterministic_whatever_the_workers_and_resumes_at_a_step(encoded):

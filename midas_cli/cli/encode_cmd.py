@@ -1,4 +1,7 @@
-"""`midas encode-dataset DATA_DIR`: a manifest's clips → latent shards for training (torchrun: one share a rank)."""
+"""`midas encode-dataset DATA_DIR`: a manifest's clips → latent shards for training.
+
+Under torchrun each rank encodes its share of the clips; rank 0 writes the index after a barrier.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ def encode_dataset_cmd(
                                                    "(default: the shipped demo).")] = None,
     recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="Encode with the autoencoder this training "
                                                "recipe's model phases use (its output's, once trained).")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="Recipe fields to override (with --recipe), "
-                                                          "e.g. model=tiny output=runs/try", show_default=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Recipe fields to override (with --recipe), e.g. model=tiny output=runs/try", show_default=False)] = None,
     shard_mb: Annotated[float, typer.Option("--shard-mb", min=0.001, help="Largest shard, in MB.")] = 256.0,
     batch: Annotated[int, typer.Option(min=1, help="Frames per autoencoder call.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -54,8 +54,10 @@ def dataset_key(model) -> str:
             h.update(name.encode())
             h.update(t.detach().float().cpu().numpy().tobytes())
     cfg = model.cfg
+    # config keys starting with "_" are diffusers' bookkeeping ("_use_default_values" comes in a set's order)
+    dcae = {k: v for k, v in ae.dcae.config.items() if not k.startswith("_")}
     h.update(json.dumps({
-        "format": FORMAT, "dcae": {k: v for k, v in ae.dcae.config.items() if not k.startswith("_")},  # "_use_default_values" is a set's order "scaling_factor": ae.scaling_factor,
+        "format": FORMAT, "dcae": dcae, "scaling_factor": ae.scaling_factor,
         "patch_size": ae.patch_size, "size": [cfg.autoencoder.width, cfg.autoencoder.height],
         "audio": cfg.audio.__dict__, "pose": [POSE_FEATURE_DIM, POSE_SCALE.tolist()], "fps": FPS,
         "dtype": str(model.dtype),
@@ -222,7 +224,8 @@ def encode_dataset(model, data_dir: Path | str, *, shard_mb: float = 256.0, rank
     mine = [(e, fp) for i, (e, fp) in enumerate(zip(entries, fingerprints)) if i % world == rank]
     todo = [(e, fp) for e, fp in mine if done.get(e["id"]) != fp]
     if log:
-        log(f"encoding {len(todo)} of {len(mine)} clips into {folder}" + (f" (rank {rank}/{world})" if world > 1 else ""))
+        share = f" (rank {rank}/{world})" if world > 1 else ""
+        log(f"encoding {len(todo)} of {len(mine)} clips into {folder}{share}")
     numbers = [int(p.stem.split("-")[2]) for p in folder.glob(f"shard-r{rank:03d}-*.safetensors")]
     next_n = max(numbers, default=-1) + 1
     limit = shard_mb * 1e6
