@@ -217,12 +217,11 @@ def encode_dataset(model, data_dir: Path | str, *, shard_mb: float = 256.0, rank
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MidasError(f"{folder}: cannot create the shard folder ({e.strerror})") from None
-    done = {}  # every rank's shards count: a run restarted with another world size re-encodes nothing
-    for path in _shard_files(folder):
-        for c in read_shard_clips(path):
-            done[c["id"]] = c["fingerprint"]
+    # every rank's shards count (a run restarted with another world size re-encodes nothing), and a
+    # stale copy of a re-made clip may sit in any of them: match (id, fingerprint) pairs
+    done = {(c["id"], c["fingerprint"]) for path in _shard_files(folder) for c in read_shard_clips(path)}
     mine = [(e, fp) for i, (e, fp) in enumerate(zip(entries, fingerprints)) if i % world == rank]
-    todo = [(e, fp) for e, fp in mine if done.get(e["id"]) != fp]
+    todo = [(e, fp) for e, fp in mine if (e["id"], fp) not in done]
     if log:
         share = f" (rank {rank}/{world})" if world > 1 else ""
         log(f"encoding {len(todo)} of {len(mine)} clips into {folder}{share}")
