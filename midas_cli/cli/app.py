@@ -79,6 +79,9 @@ def _register():
     from midas_cli.cli.prepare_cmd import prepare_cmd
 
     command("prepare", prepare_cmd)
+    from midas_cli.cli.encode_cmd import encode_dataset_cmd
+
+    command("encode-dataset", encode_dataset_cmd)
     try:  # commands whose modules may not exist in every build of the tree
         from midas_cli.cli.synth_cmd import synth
 

@@ -64,8 +64,9 @@ class TrainingRun:
 
     def run(self) -> Path:
         self.setup()
-        self.train_autoencoder()
-        self.train_model()
+        with self.metrics:
+            self.train_autoencoder()
+            self.train_model()
         if self.rank == 0 and not (self.out / "checkpoint").exists():
             self.save_checkpoint()
         if self.world > 1:
@@ -109,7 +110,10 @@ class TrainingRun:
                 self.model.autoencoder.dcae.register_to_config(scaling_factor=self.state["scaling_factor"])
             self.log(f"resuming: phase {self.state['phase']}, step {self.state['step']}")
         self.phase = self.state["phase"] if self.state else "autoencoder"
-        self.metrics = None
+        from midas_cli.training.metrics import MetricsLogger
+
+        resume = (self.state["phase"], self.state["step"]) if self.state else None
+        self.metrics = MetricsLogger(self.out, enabled=self.rank == 0, resume=resume, log=self.log)
 
     def _setup_data(self) -> None:
         """The manifest folder (synthesised first when the recipe says so) and the prompt
@@ -147,7 +151,7 @@ class TrainingRun:
     # ---- phase "autoencoder" ----------------------------------------------------------------
     def train_autoencoder(self) -> None:
         from midas_cli.model.autoencoder import images_to_tensor
-        from midas_cli.training.data import frame_stream
+        from midas_cli.training.frames import frame_loader
 
         ae_cfg, recipe, device = self.recipe.autoencoder, self.recipe, self.device
         ae = self.model.autoencoder
@@ -171,13 +175,19 @@ class TrainingRun:
         if self.world > 1:  # each rank its own frames, gradients averaged
             step_loss = torch.nn.parallel.DistributedDataParallel(
                 step_loss, device_ids=[device.index] if device.type == "cuda" else None)
-        frames = frame_stream(self.data_dir, self.cfg.autoencoder.width, self.cfg.autoencoder.height,
-                              ae_cfg.batch_size, seed=recipe.seed + 17, rank=self.rank, world=self.world,
-                              start_step=step, max_clips=recipe.data.max_clips)
+        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
+        frames = frame_loader(self.data_dir, **size, batch_size=ae_cfg.batch_size, seed=recipe.seed + 17,
+                              rank=self.rank, world=self.world, start_step=step, steps=ae_cfg.steps,
+                              num_workers=recipe.data.workers, max_clips=recipe.data.max_clips)
         for batch in frames:
-            if step >= ae_cfg.steps:
-                break
-            x = images_to_tensor(batch.flip_and_crop(ae_cfg.crop), device)
+            # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
+            aug = np.random.default_rng([recipe.seed + 17, self.rank, step])
+            x = images_to_tensor(batch, device)
+            if aug.random() < 0.5:  # mirrored faces are faces too
+                x = x.flip(-1)
+            if ae_cfg.crop:
+                i, j = aug.integers(0, x.shape[-2] - ae_cfg.crop + 1), aug.integers(0, x.shape[-1] - ae_cfg.crop + 1)
+                x = x[..., i:i + ae_cfg.crop, j:j + ae_cfg.crop]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss, rec = step_loss(x)
             opt.zero_grad(set_to_none=True)
@@ -190,6 +200,7 @@ class TrainingRun:
                 with torch.no_grad():
                     psnr = 10 * torch.log10(4.0 / F.mse_loss(rec.float().clamp(-1, 1), x)).item()
                 self.log(f"autoencoder step {step}/{ae_cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} dB")
+                self.metrics.log("autoencoder", step, loss=loss.item(), psnr_db=psnr, lr=opt.param_groups[0]["lr"])
             if step % recipe.checkpoint_every == 0 or step == ae_cfg.steps:
                 rng = self._rng_states()  # every rank takes part
                 if self.rank == 0:
@@ -197,7 +208,8 @@ class TrainingRun:
                                                        "model": self.model.state_dict(),
                                                        "optimizer": opt.state_dict(), **rng})
         ae.eval()
-        self._set_latent_scale(frames)
+        self._set_latent_scale(frame_loader(self.data_dir, **size, batch_size=32, seed=0, steps=8, num_workers=0,
+                                            max_clips=recipe.data.max_clips))
         self.phase, self.state = "model", None
         rng = self._rng_states()
         if self.rank == 0:
@@ -209,31 +221,29 @@ class TrainingRun:
         from midas_cli.model.autoencoder import images_to_tensor
 
         ae = self.model.autoencoder
-        with torch.no_grad():
-            sample = frames.sample(256, seed=0)
-            z = torch.cat([ae.dcae.encode(images_to_tensor(sample[i:i + 32], self.device), return_dict=False)[0]
-                           for i in range(0, len(sample), 32)])
+        with torch.no_grad():  # every rank the same 256 frames, so the same factor
+            z = torch.cat([ae.dcae.encode(images_to_tensor(batch, self.device), return_dict=False)[0]
+                           for batch in frames])
             ae.dcae.register_to_config(scaling_factor=float(1.0 / z.std()))
         self.log(f"autoencoder scaling_factor {ae.scaling_factor:.4f}")
 
     # ---- latents on disk --------------------------------------------------------------------
     def encode_dataset(self) -> Path:
-        """The shards of this autoencoder's latents (encoded now, each rank its share, unless done)."""
-        from midas_cli.training.shards import encode_dataset, shard_folder, write_index
+        """The shards of this autoencoder's latents: encoded now (each rank its share of the clips)
+        unless they are already there and current."""
+        from midas_cli.training.shards import encode_dataset, write_index
 
-        folder = shard_folder(self.model, self.data_dir)
-        if not (folder / "index.json").exists():
-            t0 = time.perf_counter()
-            self.model.autoencoder.eval()
-            encode_dataset(self.model, self.data_dir, rank=self.rank, world=self.world,
-                           max_clips=self.recipe.data.max_clips, log=self.log)
-            if self.world > 1:
-                torch.distributed.barrier()
-                if self.rank == 0:
-                    write_index(folder)
-                torch.distributed.barrier()
-            self.log(f"latents and conditions encoded in {time.perf_counter() - t0:.1f} s")
-        self.log(f"latents from {folder}")
+        t0 = time.perf_counter()
+        self.model.autoencoder.eval()
+        data = self.recipe.data
+        folder = encode_dataset(self.model, self.data_dir, shard_mb=data.shard_mb, rank=self.rank, world=self.world,
+                                max_clips=data.max_clips, log=self.log)
+        if self.world > 1:
+            torch.distributed.barrier()
+            if self.rank == 0:
+                write_index(folder, self.data_dir, data.max_clips)
+            torch.distributed.barrier()
+        self.log(f"latents and conditions in {folder} ({time.perf_counter() - t0:.1f} s)")
         return folder
 
     # ---- phases "model", "finetune1", … ------------------------------------------------------

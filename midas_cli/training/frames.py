@@ -1,0 +1,119 @@
+"""Frames for the autoencoder phase, decoded lazily in DataLoader workers instead of pooled in RAM.
+
+`frame_pool` decodes every clip and keeps every frame: fine for the synthetic demo, impossible
+for 20,000 hours. Here training draws in *blocks* of `block_steps` steps: block b decodes
+`clips_per_block` clips picked by `np.random.default_rng([seed, rank, b])` (this rank's share of
+the manifest), pools their frames and references (as `frame_pool` includes references) and draws
+every batch of the block from that pool. Memory is one pool per worker in flight, whatever the
+dataset size; batch s depends only on (seed, rank, s), so a resumed run gets the same batches.
+
+The price is locality: a block's batches come from `clips_per_block` clips, not from all of
+them. Raise it (and `block_steps` with it, to amortise decoding) until that stops mattering.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midas_cli.errors import MidasError
+
+
+@dataclass
+class FrameStream(torch.utils.data.IterableDataset):
+    """Yields (block, uint8 (block_steps, batch_size, H, W, 3)) for blocks start_block, +1, ...
+    (split across DataLoader workers by block number, so the order is the same for any count)."""
+
+    data_dir: Path
+    width: int
+    height: int
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+    start_block: int = 0
+    blocks: int | None = None  # None: endless
+    clips_per_block: int = 8
+    block_steps: int = 16
+    max_clips: int | None = None
+
+    def __post_init__(self):
+        from midas_cli.training.data import read_manifest
+
+        super().__init__()
+        self.data_dir = Path(self.data_dir)
+        entries = read_manifest(self.data_dir)[:self.max_clips]
+        self.entries = [e for i, e in enumerate(entries) if i % self.world == self.rank]
+        if not self.entries:
+            raise MidasError(f"{self.data_dir}: {len(entries)} clips for {self.world} ranks; every rank needs one")
+
+    def pool(self, block: int) -> tuple[np.ndarray, np.random.Generator]:
+        """Block `block`'s frames and references, and the generator that then draws its batches."""
+        from midas_cli.media.image import load_reference
+        from midas_cli.media.video_in import read_frames
+
+        rng = np.random.default_rng([self.seed, self.rank, block])
+        k = min(self.clips_per_block, len(self.entries))
+        picks = rng.choice(len(self.entries), size=k, replace=False)
+        frames, refs = [], []
+        for p in picks:
+            e = self.entries[p]
+            frames += list(read_frames(self.data_dir / e["video"], width=self.width, height=self.height))
+            refs.append(load_reference(self.data_dir / e["ref"], self.width, self.height))
+        return np.stack(frames + refs), rng
+
+    def block(self, block: int) -> np.ndarray:
+        pool, rng = self.pool(block)
+        return pool[rng.integers(0, len(pool), (self.block_steps, self.batch_size))]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        b = self.start_block + w
+        while self.blocks is None or b < self.start_block + self.blocks:
+            yield b, torch.from_numpy(self.block(b))
+            b += n
+
+
+class FrameLoader:
+    """uint8 (batch, H, W, 3) tensors, one per autoencoder step, from step `start_step` on;
+    `images_to_tensor(batch, device)` turns one into the model's input. `wait_s`: time blocked."""
+
+    def __init__(self, stream: FrameStream, loader, start_step: int, steps: int | None):
+        self.stream, self.loader, self.start_step, self.steps = stream, loader, start_step, steps
+        self.wait_s = 0.0
+
+    def __iter__(self):
+        step = self.start_step
+        it = iter(self.loader)
+        while self.steps is None or step < self.steps:
+            t0 = time.perf_counter()
+            try:
+                b, batches = next(it)
+            except StopIteration:
+                return
+            self.wait_s += time.perf_counter() - t0
+            for i in range(step - b * self.stream.block_steps, self.stream.block_steps):
+                if self.steps is not None and step >= self.steps:
+                    return
+                yield batches[i]
+                step += 1
+
+
+def frame_loader(data_dir: Path | str, *, width: int, height: int, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1, start_step: int = 0, steps: int | None = None, clips_per_block: int = 8,
+                 block_steps: int = 16, num_workers: int = 2, prefetch_factor: int = 2,
+                 max_clips: int | None = None) -> FrameLoader:
+    """Autoencoder batches decoded ahead by `num_workers` processes; batch s is the same for any
+    `num_workers`, and `start_step=s` starts at it (exact resume)."""
+    first = start_step // block_steps
+    blocks = None if steps is None else max(0, -(-steps // block_steps) - first)
+    stream = FrameStream(Path(data_dir), width, height, batch_size, seed, rank, world, first, blocks,
+                         clips_per_block, block_steps, max_clips)
+    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, **extra)
+    return FrameLoader(stream, loader, start_step, steps)
