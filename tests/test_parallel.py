@@ -111,3 +111,58 @@ def test_checkpoint_written_by_an_fsdp_run_loads_and_renders(runs, tmp_path):
     with torch.no_grad():
         frames = written.autoencoder.decode(latents[0, :2], written.cfg.latent_grid)
     assert frames.shape == (2, 3, 64, 64) and torch.isfinite(frames).all()
+
+
+def test_activation_checkpointing_leaves_training_grads_and_cached_inference_unchanged():
+    from midas_cli.engine.streaming import StreamingEngine
+    from midas_cli.model.midas import ChunkFeatures
+    from midas_cli.training.parallel import enable_activation_checkpointing
+
+    def run(model):
+        model.train()
+        loss = worker.SeededLoss(model)(*worker.global_batch(model, 0))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        ref, _, _, feats, _, _ = worker.global_batch(model, 1)
+        text = torch.zeros(1, 1, model.projector.text[0].in_features)
+        engine = StreamingEngine(model.eval(), seed=0)
+        engine.start(ref[:1])
+        frames = engine.generate_chunk(ChunkFeatures(feats.audio[:1, :1], feats.pose[:1, :1], text, feats.listen[:1, :1]))
+        return grads, frames
+
+    grads, frames = run(worker.make_model())
+    model = worker.make_model()
+    enable_activation_checkpointing(model)
+    calls = []
+    for layer in model.backbone.qwen.layers:  # count recomputed layers: checkpointing really acts
+        inner = layer._gradient_checkpointing_func
+        layer._gradient_checkpointing_func = lambda *a, inner=inner, **k: calls.append(1) or inner(*a, **k)
+    grads_ckpt, frames_ckpt = run(model)
+    assert len(calls) == len(model.backbone.qwen.layers)  # once each in training, never in inference
+    assert grads.keys() == grads_ckpt.keys() and any(k.startswith("backbone.") for k in grads)
+    for k in grads:
+        torch.testing.assert_close(grads[k], grads_ckpt[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert torch.equal(frames, frames_ckpt)
+
+
+def test_memory_estimate_shards_state_over_ranks_and_ddp_does_not():
+    from midas_cli.model.config import preset
+    from midas_cli.training.parallel import GB, memory_estimate, parameter_counts
+
+    cfg = preset("tiny")
+    counts = parameter_counts(cfg)
+    fsdp1, fsdp4 = (memory_estimate(cfg, w, counts=counts) for w in (1, 4))
+    ddp1, ddp4 = (memory_estimate(cfg, w, parallel="ddp", counts=counts) for w in (1, 4))
+    assert fsdp4["state_gb"] == pytest.approx(fsdp1["state_gb"] / 4) == pytest.approx(4 * counts["trainable"] / GB)
+    assert ddp4["state_gb"] == ddp1["state_gb"] == pytest.approx(22 * counts["trainable"] / GB)
+    assert fsdp4["activations_gb"] == fsdp1["activations_gb"] > 0
+    no_ckpt = memory_estimate(cfg, 4, counts=counts, activation_checkpointing=False)
+    assert no_ckpt["activations_gb"] > fsdp4["activations_gb"]
+
+
+def test_an_unknown_parallel_mode_is_a_one_line_error(tiny_model):
+    from midas_cli.errors import MidasError
+    from midas_cli.training.parallel import wrap_for_training
+
+    with pytest.raises(MidasError, match="parallel: must be one of ddp, fsdp"):
+        wrap_for_training(worker.SeededLoss(tiny_model), tiny_model, parallel="zero3", device=torch.device("cpu"), world=2)

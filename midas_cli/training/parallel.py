@@ -308,7 +308,8 @@ def memory_estimate(cfg, world: int, *, parallel: str = "fsdp", bf16: bool = Tru
     D = backbone layers; the head sees T·N tokens (T = chunks × 6 frames) of width w, depth d.
 
     state    FSDP: 16·P / W  (fp32 weights 4 + fp32 grads 4 + AdamW exp_avg 4 + exp_avg_sq 4)
-             DDP:  20·P       (the same, unsharded, + DDP's fp32 gradient buckets 4)
+             DDP:  20·P (+2·P in bf16)  (the same, unsharded, + DDP's fp32 gradient buckets 4;
+                   autocast keeps its bf16 copy of every weight from forward to backward)
     gathered FSDP only: 2 × largest unit × (2 bf16 | 4 fp32)   (the unit in use + the prefetched one)
              + 1 × largest unit × (2 + 4) bytes               (its unsharded grad, then fp32 for reduce)
     frozen   4·(autoencoder + Whisper + T5): replicated fp32, as the loop keeps them
@@ -320,8 +321,9 @@ def memory_estimate(cfg, world: int, *, parallel: str = "fsdp", bf16: bool = Tru
                           act·up; RMSNorm's fp32 upcasts); attention by SDPA's memory-efficient
                           kernel, so no L×L scores are kept (the L×L additive mask is counted)
              one block  ≈ B·T·N·a·((11 + 2·r)·w)   (r = head MLP ratio)
-    Not counted: the CUDA context (~0.5–1 GB, outside max_memory_allocated), allocator
-    fragmentation (~10–20 %), the data batch and conditions (MBs).
+    Not counted: the CUDA context and NCCL buffers (~1–2 GB, outside max_memory_allocated),
+    allocator fragmentation (~10 %), the data batch and conditions (MBs); `usable_gb` leaves
+    room for them.
     """
     if parallel not in MODES:
         raise MidasError(f"parallel: must be one of {', '.join(MODES)}, not {parallel!r}")
@@ -334,7 +336,7 @@ def memory_estimate(cfg, world: int, *, parallel: str = "fsdp", bf16: bool = Tru
     a = 2 if bf16 else 4
     p = counts["trainable"]
     shards = world if parallel == "fsdp" else 1
-    state = 16 * p / shards + (4 * p if parallel == "ddp" else 0)
+    state = 16 * p / shards + ((4 + (2 if bf16 else 0)) * p if parallel == "ddp" else 0)
     gathered = (2 * counts["largest_unit"] * a + counts["largest_unit"] * (2 + 4)) if parallel == "fsdp" else 0
     frozen = 4 * counts["frozen"]
     kv_width = bb.hidden_size // bb.num_heads * bb.num_kv_heads
@@ -360,12 +362,17 @@ def fsdp_memory_estimate(cfg, world: int, **kwargs) -> dict:
     return memory_estimate(cfg, world, parallel="fsdp", **kwargs)
 
 
-def max_batch_for(cfg, world: int, gpu_gb: float, **kwargs) -> int:
-    """The largest per-GPU batch whose estimate fits in `gpu_gb` (0: not even one sequence)."""
-    counts = parameter_counts(cfg)
+def usable_gb(gpu_gb: float) -> float:
+    """What an estimate may use of a GPU: 2 GB for the CUDA context and NCCL, 10 % fragmentation."""
+    return (gpu_gb - 2.0) / 1.1
+
+
+def max_batch_for(cfg, world: int, gpu_gb: float, counts: dict | None = None, **kwargs) -> int:
+    """The largest per-GPU batch (of 1, 2, 4, … 64) whose estimate fits `usable_gb(gpu_gb)`; 0: none."""
+    counts = counts or parameter_counts(cfg)
     fits = 0
     for b in (1, 2, 4, 8, 16, 32, 64):
-        if memory_estimate(cfg, world, batch_size=b, counts=counts, **kwargs)["total_gb"] > gpu_gb:
+        if memory_estimate(cfg, world, batch_size=b, counts=counts, **kwargs)["total_gb"] > usable_gb(gpu_gb):
             break
         fits = b
     return fits
