@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     result = train(a.mode, a.steps, a.out, accum=a.accum, save_at=a.save_at, checkpointing=a.activation_checkpointing)
     if a.save_at is not None:  # a fresh model (other init) resumed from the saved step
-        resumed = train(a.mode, a.steps, a.out, init_seed=1, resume_from=a.out / f"state-{a.save_at}.pt",
+        resumed = train(a.mode, a.steps, a.out, accum=a.accum, init_seed=1, resume_from=a.out / f"state-{a.save_at}.pt",
                         checkpointing=a.activation_checkpointing)
         result["resumed_losses"], result["resumed_digest"] = resumed["losses"], resumed["digest"]
     (a.out / f"result-{result['rank']}.json").write_text(json.dumps(result))

@@ -1,9 +1,9 @@
 """Data-parallel training (training/parallel.py) on CPU with gloo: FSDP2 and DDP under torchrun
 compute what one process computes, their state is saved in one format, and it resumes exactly.
 
-The runs share one fixture: FSDP (2 ranks, activation checkpointing, saved at step 3 and
-resumed from it), DDP (2 ranks, 2 accumulated micro-batches each) and one process on the
-whole batch, 6 steps each (tests/parallel_worker.py). Every random draw is part of the data,
+The runs share one fixture: FSDP (2 ranks, activation checkpointing), DDP (2 ranks, 2
+accumulated micro-batches each), both saved at step 3 and resumed from it, and one process
+on the whole batch, 6 steps each (tests/parallel_worker.py). Every random draw is part of the data,
 so the three do the same arithmetic; only float summation order differs (gradient all-reduce
 vs one batch), hence the tolerance: measured differences are ~1e-7 relative, the bound is 1e-5.
 AdamW hides a gradient's scale from the loss (ranks clipping by their own shard's norm moved
@@ -43,7 +43,7 @@ def _torchrun(out: Path, *args: str) -> list[dict]:
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("parallel")
     fsdp = _torchrun(base / "fsdp", "--mode", "fsdp", "--save-at", str(SAVE_AT), "--activation-checkpointing")
-    ddp = _torchrun(base / "ddp", "--mode", "ddp", "--accum", "2")
+    ddp = _torchrun(base / "ddp", "--mode", "ddp", "--accum", "2", "--save-at", str(SAVE_AT))
     (base / "one").mkdir()
     one = worker.train("ddp", STEPS, base / "one", save_at=STEPS)  # one process: no wrapper at all
     return {"fsdp": fsdp, "ddp": ddp, "one": one, "dir": base}
@@ -84,8 +84,8 @@ def test_saved_full_state_is_the_same_format_for_fsdp_and_one_process(runs):
         torch.testing.assert_close(s["exp_avg_sq"], one["optimizer"]["state"][k]["exp_avg_sq"], rtol=1e-3, atol=1e-10)
 
 
-def test_fsdp_run_resumed_from_its_saved_state_continues_exactly(runs):
-    for rank in runs["fsdp"]:
+def test_a_run_resumed_from_its_saved_state_continues_exactly(runs):
+    for rank in runs["fsdp"] + runs["ddp"]:
         # same process layout, same arithmetic: bit-identical, not just close
         assert rank["resumed_losses"] == rank["losses"][SAVE_AT:]
         assert rank["resumed_digest"] == rank["digest"]
