@@ -41,8 +41,14 @@ def _is_hub_id(ref: str | None) -> bool:
 # ---- saving ---------------------------------------------------------------------------------
 
 
-def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-    """Write `model` as a checkpoint folder at `path` (replacing it atomically)."""
+def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                    state_dict: dict | None = None) -> Path:
+    """Write `model` as a checkpoint folder at `path` (replacing it atomically).
+
+    state_dict: the model's full state to write instead of its own (an FSDP-sharded model's
+    parameters are shards; pass `training.parallel.full_state_dicts`' gathered one). Sub-folder
+    components (autoencoder, encoders) are still written from `model`: FSDP leaves them whole.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -65,7 +71,7 @@ def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = 
         if cfg.text.kind == "learned":
             model.text_encoder.tokenizer.save(str(tmp / "text_tokenizer.json"))
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-                 for k, v in model.trainable_state_dict().items()}
+                 for k, v in _trainable(model, state_dict).items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt", "library": "midas"})
         cfg.save(tmp / "config.json")
         if path.exists():
@@ -80,6 +86,14 @@ def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _trainable(model, state_dict: dict | None) -> dict:
+    if state_dict is None:
+        return model.trainable_state_dict()
+    from midas_cli.model.midas import EXTERNAL_PREFIXES
+
+    return {k: v for k, v in state_dict.items() if not k.startswith(EXTERNAL_PREFIXES)}
 
 
 # ---- loading --------------------------------------------------------------------------------
