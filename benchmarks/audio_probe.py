@@ -11,7 +11,7 @@ it does the same with the audio of another window (shuffled across the batch), a
 with the reference photo as every frame's context, so nothing can be copied. A model that uses
 the audio scores clearly higher with the true audio than with the shuffled one; one that
 ignores it scores the same. "copy previous" is the score of just repeating the context frame.
-Needs a manifest folder (`midas synth --out DIR ...`); the latents are cached like training's.
+Needs a manifest folder (`midas synth --out DIR ...`); it reads the latent shards training reads.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, se
     from midas_cli.model.autoencoder import tensor_to_images
     from midas_cli.model.checkpoint import load_model
     from midas_cli.model.flow import euler_sample
-    from midas_cli.training.data import LatentDataset, load_clips
+    from midas_cli.training.shards import encode_dataset, window_loader
 
     model = load_model(checkpoint).eval()
-    ae_cfg = model.cfg.autoencoder
     grid = model.cfg.latent_grid
-    data = LatentDataset(model, load_clips(data_dir, ae_cfg.width, ae_cfg.height, clips), model.cfg.window_chunks + 1,
-                         cache_dir=data_dir / ".midas-cache")
-    ref, frames, prev, feats, texts = data.sample(sequences, np.random.default_rng(seed))
+    shards = encode_dataset(model, data_dir, max_clips=clips)  # the shards training reads (made once)
+    batches = window_loader(shards, chunks=model.cfg.window_chunks + 1, frames_per_chunk=model.cfg.frames_per_chunk,
+                            batch_size=sequences, seed=seed, steps=1, num_workers=0)
+    ref, frames, prev, feats, texts = next(iter(batches))
     b, k = len(texts), len(texts[0])
     judges = load_judges()
 

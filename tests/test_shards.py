@@ -47,12 +47,24 @@ def encoded(tiny_source, model):
 
 @pytest.fixture(scope="module")
 def expected(tiny_source, model):
-    """Every clip as `LatentDataset._encode` makes it, by id."""
-    from midas_cli.training.data import LatentDataset, load_clip, read_manifest
+    """Every clip encoded here, whole and in memory, the plain way, by id."""
+    from midas_cli.conditions.pose import pose_features
+    from midas_cli.model.autoencoder import images_to_tensor
+    from midas_cli.training.data import load_clip, prompt_per_frame, read_manifest
 
     w, h = model.cfg.autoencoder.width, model.cfg.autoencoder.height
-    return {e["id"]: LatentDataset._encode(model, load_clip(tiny_source, e, w, h), 32)
-            for e in read_manifest(tiny_source)}
+    out = {}
+    for e in read_manifest(tiny_source):
+        clip = load_clip(tiny_source, e, w, h)
+        n, ae = len(clip.frames), model.autoencoder
+        with torch.no_grad():  # in the batches of 32 encode_dataset uses, so the sums round alike
+            lat = torch.cat([ae.encode(images_to_tensor(clip.frames[i:i + 32])) for i in range(0, n, 32)])
+            ref = ae.encode(images_to_tensor(clip.ref[None]))[0]
+        listen = clip.listen if clip.listen is not None else np.zeros(1, np.float32)
+        out[e["id"]] = dict(latents=lat, ref=ref, audio=model.audio_features(clip.audio, n),
+                            listen=model.audio_features(listen, n), pose=pose_features(clip.pose[:n]),
+                            prompts=prompt_per_frame(clip.prompts, n))
+    return out
 
 
 def _contents(folder) -> dict:
@@ -172,7 +184,7 @@ def test_two_ranks_encode_the_same_data_and_read_disjoint_shards(tiny_source, mo
 
 
 def _reference_window(item: dict, start: int, k: int, f: int):
-    """A window built as `LatentDataset.sample` builds one."""
+    """A window built by hand from a clip's whole tensors."""
     length = k * f
     lat = item["latents"]
     before = item["ref"][None] if start == 0 else lat[start - 1:start]
@@ -221,7 +233,7 @@ def test_the_loader_is_deterministic_whatever_the_workers_and_resumes_at_a_step(
     _, preloaded = _batches(folder, steps=2, num_workers=0, preload=True)
     assert _equal(preloaded[0], serial[0])
 
-    # each batch is the sampler's descriptors through WindowDataset, in LatentDataset.sample's layout
+    # each batch is the sampler's descriptors through WindowDataset, in the layout a training step takes
     ds, sampler = loader.dataset, loader.sampler
     for step in (0, 3):
         ref, frames, prev, audio, listen, pose, texts = shards.collate_windows([ds[d] for d in sampler.batch(step)])

@@ -100,7 +100,7 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
 
 def test_edge_weighted_loss_puts_weight_on_edges():
     """The same error costs more on an edge (a lip line) than on a flat area (a cheek)."""
-    from midas_cli.training.loop import reconstruction_loss
+    from midas_cli.training.objective import reconstruction_loss
 
     x = torch.zeros(1, 3, 32, 32)
     x[..., 16:, :] = 1.0  # one horizontal edge at row 16
@@ -181,7 +181,7 @@ def test_loss_with_rollout_is_the_flow_loss_on_the_remade_history():
     """rollout=1: the loss is the plain flow loss, on true targets, with the re-made context;
     the change weights still measure against the true previous frames; gradients reach the head."""
     from midas_cli.training.history import resample_history
-    from midas_cli.training.loop import _LossModule
+    from midas_cli.training.objective import SequenceLoss as _LossModule
     from midas_cli.training.objective import sequence_loss
     from midas_cli.training.recipe import ModelTraining
 
@@ -202,29 +202,6 @@ def test_loss_with_rollout_is_the_flow_loss_on_the_remade_history():
     assert not torch.allclose(loss, plain)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
-
-
-def test_encoded_latents_are_cached_and_keyed_by_the_autoencoder(tiny_data, tmp_path):
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import MidasModel
-    from midas_cli.training.data import LatentDataset, load_clips
-
-    torch.manual_seed(0)
-    model = MidasModel(preset("tiny")).eval()
-    clips = load_clips(tiny_data, model.cfg.autoencoder.width, model.cfg.autoencoder.height)
-    logs = []
-    first = LatentDataset(model, clips, 2, cache_dir=tmp_path, log=logs.append)
-    assert len(list(tmp_path.glob("latents-*.safetensors"))) == 1 and not logs
-    second = LatentDataset(model, clips, 2, cache_dir=tmp_path, log=logs.append)
-    assert any("from cache" in m for m in logs)
-    for a, b in zip(first.items, second.items):
-        assert a["prompts"] == b["prompts"]
-        for key in LatentDataset.TENSORS:
-            assert torch.equal(a[key], b[key]), key
-    with torch.no_grad():  # another autoencoder must not reuse those latents
-        next(model.autoencoder.parameters()).add_(0.1)
-    LatentDataset(model, clips, 2, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("latents-*.safetensors"))) == 2
 
 
 def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):

@@ -115,5 +115,7 @@ def frame_loader(data_dir: Path | str, *, width: int, height: int, batch_size: i
     stream = FrameStream(Path(data_dir), width, height, batch_size, seed, rank, world, first, blocks,
                          clips_per_block, block_steps, max_clips)
     extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, **extra)
+    # its own generator: starting workers must not draw from the training's torch RNG (exact resume)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                         generator=torch.Generator().manual_seed(seed), **extra)
     return FrameLoader(stream, loader, start_step, steps)

@@ -265,64 +265,88 @@ class TrainingRun:
 
     def _train_phase(self, name: str, index: int, tr, shards: Path, state: dict | None) -> None:
         """One model phase: `tr.steps` optimizer steps from where the model is, resumable from `state`."""
+        from midas_cli.training.metrics import IntervalMeter
+        from midas_cli.training.parallel import (clip_grad_norm, full_state_dicts, load_full_state_dicts,
+                                                 micro_step, trainable_parameters)
         from midas_cli.training.shards import window_loader
 
         recipe, model, device = self.recipe, self.model, self.device
+        if tr.steps == 0:
+            return
         if index > 0 and state is None:
             # a fine-tuning phase draws from its own stream: it gives the same weights whether it
             # follows its phase in one run or starts from a saved state (a resumed or seeded run)
             torch.manual_seed(recipe.seed * 1000 + 97 * index + self.rank)
-        params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("autoencoder.")]
+        step_loss = self._step_loss(tr)
+        params = trainable_parameters(model)
         opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay, betas=(0.9, 0.95))
         step = 0
         if state is not None:
-            opt.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
+            load_full_state_dicts(model, opt, state["model"], state["optimizer"])
+            self._restore_rng(state)
             step = state["step"]
-        loss_module = SequenceLoss(model)
-        if self.world > 1:
-            loss_module = torch.nn.parallel.DistributedDataParallel(
-                loss_module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True)
         model.train()
         model.autoencoder.eval()
         chunks = tr.chunks or self.cfg.window_chunks + 1
-        batches = window_loader(shards, chunks=chunks, frames_per_chunk=self.cfg.frames_per_chunk,
-                                batch_size=tr.batch_size, seed=recipe.seed * 1000 + 104729 * index,
-                                rank=self.rank, world=self.world, start_step=step, num_workers=recipe.data.workers)
-        smooth, t_log, seen, waited = None, time.perf_counter(), 0, 0.0
-        it = iter(batches)
+        # one micro-batch per loader step: batch s of the sampler is micro-batch s, whatever the rank count
+        batches = iter(window_loader(shards, chunks=chunks, frames_per_chunk=self.cfg.frames_per_chunk,
+                                     batch_size=tr.batch_size, seed=recipe.seed * 1000 + 104729 * index,
+                                     rank=self.rank, world=self.world, start_step=step * tr.grad_accum,
+                                     steps=tr.steps * tr.grad_accum, num_workers=recipe.data.workers))
+        meter, smooth = IntervalMeter(), None
+        tokens = chunks * self.cfg.tokens_per_chunk
         while step < tr.steps:
-            t_wait = time.perf_counter()
-            ref, frames, prev, feats, texts = next(it)
-            waited += time.perf_counter() - t_wait
-            ref, frames, prev, feats = ref.to(device), frames.to(device), prev.to(device), feats.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = loss_module(ref, frames, prev, feats, texts, tr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)
+            total = 0.0
+            for micro in range(tr.grad_accum):
+                with meter.waiting():
+                    ref, frames, prev, feats, texts = next(batches)
+                    ref, frames, prev, feats = ref.to(device), frames.to(device), prev.to(device), feats.to(device)
+                with micro_step(step_loss, sync=micro == tr.grad_accum - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+                        loss = step_loss(ref, frames, prev, feats, texts, tr) / tr.grad_accum
+                    loss.backward()
+                total += loss.item()
+            clip_grad_norm(params, tr.grad_clip)
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, tr.steps, tr.warmup, tr.lr)
             opt.step()
+            opt.zero_grad(set_to_none=True)
             step += 1
-            seen += tr.batch_size * self.world
-            smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+            sequences = tr.batch_size * tr.grad_accum * self.world
+            meter.count(sequences=sequences, tokens=sequences * tokens)
+            smooth = total if smooth is None else 0.95 * smooth + 0.05 * total
             if step % tr.log_every == 0 or step == tr.steps:
-                dt = time.perf_counter() - t_log
-                self.log(f"{name} step {step}/{tr.steps} loss {smooth:.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                         f"{seen / dt:.1f} sequences/s, data wait {100 * waited / dt:.1f} %")
-                t_log, seen, waited = time.perf_counter(), 0, 0.0
-            if self.rank == 0 and (step % recipe.checkpoint_every == 0 or step == tr.steps):
-                save_train_state(self.state_path, {"phase": name, "step": step, "model": model.state_dict(),
-                                                   "optimizer": opt.state_dict(), "rng": rng_state(),
-                                                   "scaling_factor": model.autoencoder.scaling_factor,
-                                                   "loss": smooth})
-                self.save_checkpoint(f"{name}-{step}" if recipe.keep_checkpoints else None)
-                if recipe.eval is not None:
-                    self._validate(name, step)
+                rates, lr = meter.read(), opt.param_groups[0]["lr"]
+                self.log(f"{name} step {step}/{tr.steps} loss {smooth:.4f} lr {lr:.2e} "
+                         f"{rates['sequences_per_s']:.1f} sequences/s, data wait {100 * rates['data_wait_share']:.1f} %")
+                self.metrics.log(name, step, loss=smooth, lr=lr, **rates)
+            if step % recipe.checkpoint_every == 0 or step == tr.steps:
+                # every rank takes part in gathering the full (unsharded) state; rank 0 writes
+                model_sd, optim_sd = full_state_dicts(model, opt)
+                rng = self._rng_states()
+                if self.rank == 0:
+                    save_train_state(self.state_path, {"phase": name, "step": step, "model": model_sd,
+                                                       "optimizer": optim_sd, **rng, "loss": smooth,
+                                                       "scaling_factor": model.autoencoder.scaling_factor})
+                    self.save_checkpoint(f"{name}-{step}" if recipe.keep_checkpoints else None, model_sd)
+                    if recipe.eval is not None and tr.parallel == "ddp":  # a whole model on rank 0
+                        self._validate(name, step)
+                if self.world > 1:
+                    torch.distributed.barrier()
                 model.train()
                 model.autoencoder.eval()
+
+    def _step_loss(self, tr):
+        """The module a model-phase step calls, wrapped for the run's parallel layout once (FSDP
+        shards the model in place, so every phase of the run shares the layout: `train`'s)."""
+        from midas_cli.training.parallel import wrap_for_training
+
+        if getattr(self, "step_loss", None) is None:
+            self.model.autoencoder.requires_grad_(False)
+            self.step_loss = wrap_for_training(SequenceLoss(self.model), self.model, parallel=tr.parallel,
+                                               device=self.device, world=self.world, bf16=self.amp,
+                                               activation_checkpointing=tr.activation_checkpointing)
+        return self.step_loss
 
     # ---- state ------------------------------------------------------------------------------
     def _rng_states(self) -> dict:
@@ -339,14 +363,15 @@ class TrainingRun:
         set_rng_state(ranks[self.rank] if len(ranks) == self.world else state["rng"])
 
     # ---- outputs ----------------------------------------------------------------------------
-    def save_checkpoint(self, keep_as: str | None = None) -> None:
-        """OUTPUT/checkpoint/ (and OUTPUT/checkpoints/KEEP_AS/ when asked)."""
+    def save_checkpoint(self, keep_as: str | None = None, state_dict: dict | None = None) -> None:
+        """OUTPUT/checkpoint/ (and OUTPUT/checkpoints/KEEP_AS/ when asked); `state_dict`: the
+        gathered full weights, when the model itself is sharded."""
         from midas_cli.model.checkpoint import save_checkpoint
 
         self.model.eval()
-        save_checkpoint(self.model, self.out / "checkpoint")
+        save_checkpoint(self.model, self.out / "checkpoint", state_dict=state_dict)
         if keep_as:
-            save_checkpoint(self.model, self.out / "checkpoints" / keep_as)
+            save_checkpoint(self.model, self.out / "checkpoints" / keep_as, state_dict=state_dict)
 
     def _validate(self, phase: str, step: int) -> None:
         """A small `midas eval` on held-out synthetic cases, logged next to the loss."""

@@ -71,12 +71,22 @@ class SequenceLoss(torch.nn.Module):
         true_prev = prev
         if tr.rollout > 0:
             use = torch.rand(b, device=frames.device) < tr.rollout
-            if bool(use.any()):
+            if _distributed():
+                # sharded layers are gathered collectively: every rank runs the same forwards,
+                # so each re-makes its whole batch and keeps the drawn rows
+                remade = resample_history(self.model, ref, frames, prev, feats, tr.rollout_passes, tr.rollout_shift)
+                prev = torch.where(use[:, None, None, None], remade, prev)
+            elif bool(use.any()):
                 prev = prev.clone()
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
                              weight_from=true_prev, head_repeats=tr.head_repeats)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
 
 
 def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0):

@@ -229,6 +229,10 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.head_repeats: must be at least 1, got {tr.head_repeats}")
         if tr.parallel not in ("ddp", "fsdp"):
             raise MidasError(f"{path}: {where}.parallel: ddp or fsdp, got {tr.parallel!r}")
+        if i > 0 and (tr.parallel, tr.activation_checkpointing) != (recipe.train.parallel,
+                                                                     recipe.train.activation_checkpointing):
+            raise MidasError(f"{path}: {where}: parallel and activation_checkpointing are the run's "
+                             "(FSDP shards the model once): leave them as in train")
         if tr.grad_accum < 1:
             raise MidasError(f"{path}: {where}.grad_accum: must be at least 1, got {tr.grad_accum}")
         if tr.change_weight < 0:

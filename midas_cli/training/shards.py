@@ -1,7 +1,7 @@
 """Training latents on disk: encoded once into shards of bounded size, read one window at a time.
 
-`LatentDataset` keeps every latent of every clip in memory, which stops working long before
-20,000 hours of video. Here the model phase's data lives in
+Holding every latent of every clip in memory stops working long before 20,000 hours of video
+(the demo's 240 clips alone took 2.4 GB of decoded frames). Here the model phase's data lives in
 `DATA_DIR/.midas-cache/shards/<key>/`:
 
     shard-r000-00000.safetensors   per clip: {id}.latents (T, N, C), {id}.ref (N, C),
@@ -122,8 +122,8 @@ def prompt_at_frame(runs: list[list], frame: int) -> str:
 # ---- encoding -------------------------------------------------------------------------------
 
 def encode_clip(model, data_dir: Path, entry: dict, batch_encode: int = 32) -> dict:
-    """One manifest clip → its tensors and per-frame prompts, as `LatentDataset._encode` makes
-    them (same batches, so the same numbers), with frames decoded a batch at a time."""
+    """One manifest clip → its tensors and per-frame prompts, with frames decoded and encoded a
+    batch at a time."""
     from midas_cli.conditions.pose import pose_features
     from midas_cli.media.audio import load_audio
     from midas_cli.media.image import load_reference
@@ -452,7 +452,9 @@ class WindowSampler:
 
 
 class WindowLoader:
-    """Iterates batches `(ref, frames, prev, feats, texts)` as `LatentDataset.sample` returns them.
+    """Iterates batches `(ref, frames, prev, feats, texts)`: reference latents (B, N, C), target
+    frames and each one's context frame (B, T, N, C), ChunkFeatures (text still to encode), and
+    each sequence's prompt per chunk.
 
     `wait_s` is the cumulative time spent blocked waiting for the next batch (data stalls)."""
 
@@ -488,8 +490,11 @@ def window_loader(folder: Path | str, *, chunks: int, frames_per_chunk: int, bat
     dataset = WindowDataset(index, chunks, frames_per_chunk, preload=preload)
     sampler = WindowSampler(index.clip_frames, chunks, frames_per_chunk, batch_size, seed, rank, start_step, steps)
     extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
+    # its own generator: starting the workers must not draw from the training's torch RNG, or a
+    # resumed run (which starts them at another point of that stream) would not be exact
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows,
-                                         num_workers=num_workers, pin_memory=pin_memory, **extra)
+                                         num_workers=num_workers, pin_memory=pin_memory,
+                                         generator=torch.Generator().manual_seed(seed), **extra)
     return WindowLoader(loader, sampler, dataset)
 
 
