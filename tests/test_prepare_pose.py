@@ -80,23 +80,35 @@ def test_smoothing_keeps_the_first_frame_at_pose_zero_and_removes_jitter():
     assert np.diff(smooth[:, 2]).std() < 0.5 * np.diff(raw[:, 2]).std()
 
 
+# A synth clip through `prepare`, median |error| per frame (degrees). Seed 4's third clip is held
+# out from the choice of the fit's weights and priors (seeds 0-2): it turns ±15° in yaw and the
+# per-frame fit with the generic face read its yaw at twice the truth (median error 28°); the
+# clip fit reads it within 8°. Pitch stays loose: dlib lifts its nose and brow points when a drawn
+# mouth opens or the brows rise, which no rigid fit can tell from a nod (docs/prepare.md).
+SYNTH_YAW_TOL, SYNTH_PITCH_TOL = 14.0, 5.0
+
+
 @pytest.mark.slow
-def test_synth_clip_through_prepare_is_kept_and_its_pose_error_is_reported(tmp_path):
-    """Honest limit: dlib's landmarks sit loosely on drawn faces, so the pose of a synth clip is
-    only checked for its in-plane parts, loosely; the conventions are pinned by the test above."""
+def test_synth_clip_through_prepare_is_kept_and_comes_out_with_its_pose(tmp_path):
+    """The synth world's known pose comes back from `prepare`: yaw and pitch within the stated
+    tolerances, roll, x, y and scale loosely (x, y are fractions of the crop, not of the frame)."""
     need_face_models()
     import json
 
     from prepare_media import ffmpeg
 
     from midas_cli.media.pose import load_pose
+    from midas_cli.prepare.headpose import angles
     from midas_cli.prepare.run import PrepareOptions, prepare
-    from midas_cli.synth.dataset import write_dataset
+    from midas_cli.synth.geometry import rotation
+    from midas_cli.synth.pose import nod_offsets
     from midas_cli.training.data import load_clips
 
-    synth = tmp_path / "synth"
-    write_dataset(synth, clips=1, seconds=4.0, seed=3, size=256, progress=False)
-    e = json.loads((synth / "manifest.jsonl").read_text().splitlines()[0])
+    from midas_cli.synth.dataset import write_dataset
+
+    synth, clip = tmp_path / "synth", 2
+    write_dataset(synth, clips=clip + 1, seconds=4.0, seed=4, size=256, progress=False)
+    e = json.loads((synth / "manifest.jsonl").read_text().splitlines()[clip])
     (tmp_path / "in").mkdir()
     ffmpeg("-i", str(synth / e["video"]), "-i", str(synth / e["audio"]), "-c:v", "copy", "-c:a", "aac",
            str(tmp_path / "in" / "synth.mp4"))
@@ -105,8 +117,17 @@ def test_synth_clip_through_prepare_is_kept_and_its_pose_error_is_reported(tmp_p
     assert report["clips"] == 1, report["rejections"]
     got = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
     n, start = round(got["seconds"] * 12.5), round(got["start"] * 12.5)
-    truth = np.array(json.loads((synth / e["truth"]).read_text())["pose"])[start:start + n]
+    truth_json = json.loads((synth / e["truth"]).read_text())
+    drawn = np.array(truth_json["pose"])
+    drawn[:, 1] += nod_offsets(np.array(truth_json["listening"]))  # the video shows the listening nod
+    drawn = drawn[start:start + n]
+    truth = np.zeros_like(drawn)  # relative to the clip's first frame, as prepare writes it
+    R0 = rotation(*drawn[0, :3])
+    for t in range(n):
+        truth[t, :3] = angles(rotation(*drawn[t, :3]) @ R0.T)
+    truth[:, 3:] = drawn[:, 3:] - drawn[0, 3:]
     est = load_pose(out / got["pose"], n)
-    err = np.median(np.abs(est - (truth - truth[0])), 0)
+    err = np.median(np.abs(est - truth), 0)
+    assert err[0] < SYNTH_YAW_TOL and err[1] < SYNTH_PITCH_TOL, err
     assert err[2] < 10 and err[3:].max() < 0.1, err  # roll, x, y, scale loosely
     assert len(load_clips(out, 128, 128)) == 1

@@ -1,4 +1,4 @@
-"""Per-frame head pose from 68 landmarks, fitted to a small generic 3D face.
+"""Head pose per frame from 68 landmarks: a clip fitted to a generic 3D face refined for the person.
 
 Output follows the pose JSON (docs/formats.md) and the synthetic world's conventions
 (midas_cli/synth/geometry.py): yaw turns the face toward the image's right, pitch tilts it
@@ -6,8 +6,15 @@ down, roll turns it clockwise on screen (degrees); x, y move the head centre rig
 a fraction of the crop side; scale is the relative change of apparent size. Every value is
 relative to the clip's first frame, which is pose 0 like the reference.
 
-Only landmarks that speech and expressions hardly move are fitted (eye corners, nose,
-brows' inner ends), so a talking mouth does not read as a nod. The model is in units of
+Each landmark is weighted by how far dlib's point strays from rigid head motion (measured on
+synth clips, whose true pose is known, with speech and expressions): the eyes' contours are
+the steady ones; the nose, mouth corners and chin move with speech (dlib lifts the whole lower
+face when the mouth opens) and count little, so a talking mouth does not read as a nod.
+
+A clip is fitted as a whole (`fit_clip`): the landmarks' 3D positions are refined for the
+person, regularised toward the generic face, jointly with every frame's pose, and the angles
+carry a weak temporal prior. A generic face's depths do not match a given head, and that
+mismatch showed as yaw read up to twice too large. The model is in units of
 0.2 mm, head-local like the synth renderer (x right, y down, z toward the viewer), with its
 origin at the head's centre: the point whose screen motion the synth world calls x, y.
 """
@@ -35,14 +42,34 @@ _MODEL = {
     45: (225.0, -170.0, -135.0),
     21: (-55.0, -250.0, -95.0),  # inner brow ends
     22: (55.0, -250.0, -95.0),
+    37: (-175.0, -193.0, -115.0),  # eyelids: a third and two thirds along each eye, on the eyeball
+    38: (-125.0, -192.0, -110.0),
+    40: (-125.0, -147.0, -110.0),
+    41: (-175.0, -148.0, -115.0),
+    43: (125.0, -192.0, -110.0),
+    44: (175.0, -193.0, -115.0),
+    46: (175.0, -148.0, -115.0),
+    47: (125.0, -147.0, -110.0),
     48: (-150.0, 150.0, -125.0),  # mouth corners (move with smiles; kept for pitch)
     54: (150.0, 150.0, -125.0),
     8: (0.0, 330.0, -65.0),  # chin (moves with the jaw; weak weight by being one point)
 }
+# rms distance (fraction of the eye-to-mouth distance) of each dlib point from the best rigid
+# motion of one 3D point, on synth clips with speech and expressions (seeds 0-2), eyelids 0.022;
+# with LOCALISATION_NOISE (dlib's scatter on a real face, where a photo moved in-plane shows it)
+# added in quadrature, this is the noise each landmark is weighted by (1 for the steadiest)
+_NOISE = {27: 0.045, 28: 0.07, 29: 0.10, 30: 0.14, 31: 0.16, 33: 0.17, 35: 0.16, 21: 0.06, 22: 0.055,
+          48: 0.26, 54: 0.26, 8: 0.35, 39: 0.017, 42: 0.017, 36: 0.02, 45: 0.02}
+LOCALISATION_NOISE = 0.03
 HEAD_CENTRE = np.array([0.0, -120.0, -560.0])  # behind the eyes, where the synth head rotates
 INDICES = np.array(sorted(_MODEL))
 MODEL_POINTS = np.array([_MODEL[i] for i in INDICES]) - HEAD_CENTRE
+_SIGMA = np.hypot([_NOISE.get(i, 0.022) for i in INDICES], LOCALISATION_NOISE)
+WEIGHTS = _SIGMA.min() / _SIGMA
 SMOOTH_SIGMA = 1.0  # frames; landmark jitter is frame to frame, head motion is slower
+SHAPE_PRIOR = 0.1  # pull of the refined 3D face toward the generic one (per unit of face height)
+TEMPORAL_PRIOR = 0.2  # pull of each frame's angles toward its neighbours' mean, per degree, at sigma 1
+ROUNDS = 12  # alternations of (every frame's pose) and (the clip's 3D face)
 
 
 def angles(R: np.ndarray) -> tuple[float, float, float]:
@@ -65,26 +92,88 @@ def _similarity(src: np.ndarray, dst: np.ndarray):
     return s, float(np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))), md - s * rot @ ms
 
 
-def solve_frame(landmarks: np.ndarray, start=None):
-    """One frame's (yaw, pitch, roll, s, tx, ty): landmarks ≈ s·(R·model)[x, y] + t.
+def _rotations(a: np.ndarray):
+    """(T, 3, 3) rotations of (T, 3) degrees, as `rotation`, and their (T, 3, 3, 3) derivatives per radian."""
+    y, p, r = np.deg2rad(a).T
+    c, s, z, o = np.cos, np.sin, np.zeros(len(a)), np.ones(len(a))
+
+    def m(*rows):
+        return np.stack([np.stack(row, -1) for row in rows], 1)
+
+    ry, dry = m((c(y), z, s(y)), (z, o, z), (-s(y), z, c(y))), m((-s(y), z, c(y)), (z, z, z), (-c(y), z, -s(y)))
+    rx, drx = m((o, z, z), (z, c(p), s(p)), (z, -s(p), c(p))), m((z, z, z), (z, -s(p), c(p)), (z, -c(p), -s(p)))
+    rz, drz = m((c(r), -s(r), z), (s(r), c(r), z), (z, z, o)), m((-s(r), -c(r), z), (c(r), -s(r), z), (z, z, z))
+    return rz @ rx @ ry, np.stack([rz @ rx @ dry, rz @ drx @ ry, drz @ rx @ ry], 1)
+
+
+def _pose_steps(obs, shape, fits, target, prior, steps=3):
+    """Gauss-Newton on every frame's (yaw, pitch, roll, s, tx, ty) at once, the 3D face fixed.
+
+    Residuals: WEIGHTS · (projection - landmarks) per frame, and `prior` · (angles - `target`)
+    in degrees (the temporal prior; `target` is the neighbours' mean).
+    """
+    T, K = obs.shape[:2]
+    w = WEIGHTS[None, :, None]
+    for _ in range(steps):
+        R, dR = _rotations(fits[:, :3])
+        q = np.einsum("tij,kj->tki", R[:, :2], shape)  # (T, K, 2) rotated, unscaled
+        r = w * (fits[:, None, 3:4] * q + fits[:, None, 4:6] - obs)  # (T, K, 2)
+        J = np.zeros((T, K, 2, 6))
+        J[..., :3] = np.deg2rad(1.0) * fits[:, None, None, 3:4] * np.einsum("taij,kj->tkia", dR[:, :, :2], shape)
+        J[..., 3] = q
+        J[..., 0, 4] = J[..., 1, 5] = 1.0
+        J = w[..., None] * J
+        J, r = J.reshape(T, 2 * K, 6), r.reshape(T, 2 * K)
+        H = np.einsum("tni,tnj->tij", J, J) + 1e-9 * np.eye(6)
+        g = np.einsum("tni,tn->ti", J, r)
+        H[:, :3, :3] += prior ** 2 * np.eye(3)
+        g[:, :3] += prior ** 2 * (fits[:, :3] - target)
+        step = -np.linalg.solve(H, g[..., None])[..., 0]
+        step[:, :3] = np.clip(step[:, :3], -15.0, 15.0)  # degrees: far from a solution, go a bounded way
+        fits = fits + step
+    return fits
+
+
+def _shape_step(obs, fits, scale):
+    """The clip's 3D face given every frame's pose: per landmark, linear least squares pulled
+    toward the generic face (SHAPE_PRIOR per face height, residuals in units of `scale` pixels)."""
+    R, _ = _rotations(fits[:, :3])
+    A = fits[:, 3, None, None] * R[:, :2]  # (T, 2, 3)
+    lam = (SHAPE_PRIOR * scale / np.ptp(MODEL_POINTS[:, 1])) ** 2 / WEIGHTS ** 2  # per landmark
+    H = np.einsum("tai,taj->ij", A, A)[None] + lam[:, None, None] * np.eye(3)
+    b = np.einsum("tai,tka->ki", A, obs - fits[:, None, 4:6]) + lam[:, None] * MODEL_POINTS
+    return np.linalg.solve(H, b[..., None])[..., 0]
+
+
+def fit_clip(landmarks: np.ndarray, temporal: float = TEMPORAL_PRIOR, rounds: int | None = None):
+    """(T, 6) absolute (yaw, pitch, roll, s, tx, ty) of a clip, and the (K, 3) face refined for it.
+
+    Alternates every frame's pose (Gauss-Newton, the face fixed) with the face (linear, poses
+    fixed): a bundle adjustment under the scaled-orthographic camera. The face starts generic
+    and is pulled toward it, so a clip without head motion keeps the generic depths.
 
     A scaled-orthographic camera, like the synth renderer's: a face is far from the camera
     compared to its depth, and a full perspective solve (cv2.solvePnP) against a generic face
     was seen to jump between two yaw solutions ±9° apart on the same photo shifted by a few
-    pixels; this fit does not. `t` is where the head centre (the model's origin) appears.
+    pixels. `tx, ty` is where the head centre (the model's origin) appears.
     """
-    from scipy.optimize import least_squares
-
-    image = np.asarray(landmarks[INDICES], np.float64)
-    if start is None:
-        s, roll, t = _similarity(MODEL_POINTS[:, :2], image)
-        start = np.array([0.0, 0.0, roll, s, t[0], t[1]])
-
-    def residual(p):
-        proj = p[3] * (MODEL_POINTS @ rotation(p[0], p[1], p[2]).T)[:, :2] + p[4:6]
-        return (proj - image).ravel()
-
-    return least_squares(residual, start, method="lm").x
+    obs = np.asarray(landmarks, np.float64)[:, INDICES]
+    T = len(obs)
+    fits = np.zeros((T, 6))
+    for t in range(T):  # in-plane start per frame (no error carries over from a neighbour)
+        s, roll, c = _similarity(MODEL_POINTS[:, :2], obs[t])
+        fits[t] = (0.0, 0.0, roll, s, c[0], c[1])
+    shape = MODEL_POINTS
+    fits = _pose_steps(obs, shape, fits, fits[:, :3], 0.0, steps=8)  # each frame on its own first
+    scale = float(np.median(fits[:, 3])) * np.ptp(MODEL_POINTS[:, 1])  # the face's height in pixels
+    prior = temporal * 0.02 * scale  # per degree: `temporal` × 2 % of the face height in pixels
+    for _ in range(ROUNDS if rounds is None else rounds):
+        shape = _shape_step(obs, fits, scale)
+        target = fits[:, :3].copy()
+        if T > 2 and temporal > 0:
+            target[1:-1] = 0.5 * (fits[:-2, :3] + fits[2:, :3])
+        fits = _pose_steps(obs, shape, fits, target, prior if T > 2 else 0.0)
+    return fits, shape
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -105,9 +194,7 @@ def clip_pose(landmarks: np.ndarray, crop_side: float, sigma: float = SMOOTH_SIG
     clip's square crop, which is the training frame).
     """
     T = len(landmarks)
-    fits = np.zeros((T, 6))
-    for t in range(T):  # each frame from its own start: an error never carries over
-        fits[t] = solve_frame(landmarks[t])
+    fits, _ = fit_clip(landmarks, temporal=TEMPORAL_PRIOR * min(sigma, 1.0) if sigma > 0 else 0.0)
     fits[:, :3] = np.rad2deg(np.unwrap(np.deg2rad(fits[:, :3]), axis=0))
     fits[:, 3] = np.log(np.maximum(fits[:, 3], 1e-9))
     fits = _smooth(fits, sigma)  # smooth the absolute parameters, then take each frame relative to the first
