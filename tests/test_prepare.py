@@ -80,6 +80,21 @@ def test_real_talking_clip_becomes_training_clips_the_loader_reads(prepared):
     assert entries[0]["split"] == "train" and isinstance(entries[0]["identity"], int)
     assert (out / "preview.png").is_file()
 
+    # and training reads it: encoded into latent shards, streamed as windows
+    import torch
+
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+    from midas_cli.training.shards import encode_dataset, window_loader
+
+    model = MidasModel(preset("tiny")).eval()
+    f = model.cfg.frames_per_chunk
+    loader = window_loader(encode_dataset(model, out), chunks=2, frames_per_chunk=f, batch_size=2, seed=0,
+                           steps=1, num_workers=0)
+    ref, frames, prev, feats, texts = next(iter(loader))
+    assert frames.shape[:3] == (2, 2 * f, model.cfg.tokens_per_frame) and torch.isfinite(frames).all()
+    assert feats.pose.shape[:3] == (2, 2, f) and len(texts) == 2
+
 
 @pytest.mark.parametrize("name,reason", [
     ("silent.mp4", "no audio"), ("short.mp4", "too short"), ("corrupt.mp4", "corrupt or not a video"),

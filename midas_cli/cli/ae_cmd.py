@@ -24,7 +24,7 @@ def encode_ae(
     msg = f"wrote {out}: {r['frames']} frames × {r['tokens_per_frame']} tokens × {r['channels']} channels"
     if report:
         msg += f", round-trip PSNR {r['psnr_db']:.2f} dB"
-    console_err.print(msg, highlight=False)
+    console_err.print(msg, highlight=False, markup=False)
 
 
 def decode_ae(

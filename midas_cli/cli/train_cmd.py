@@ -10,16 +10,19 @@ from midas_cli.cli.common import console_err
 
 
 def train_cmd(
-    recipe: Annotated[str, typer.Argument(help="A recipe YAML, or the name of a shipped one (demo, demo_no_noise).")],
+    recipe: Annotated[str, typer.Argument(help="A recipe YAML, or the name of a shipped one (demo, demo_base, demo_no_noise).")],
     overrides: Annotated[list[str] | None, typer.Argument(
         help="Recipe fields to override, e.g. train.steps=100 output=runs/try model_overrides.noise.sigma_max=0",
         show_default=False)] = None,
     validate: Annotated[bool, typer.Option("--validate", help="Only check the recipe and exit.")] = False,
 ):
-    """Train from a recipe: synthesise data if needed, train the autoencoder, then the model.
+    """Train from a recipe: synthesise data if needed, train the autoencoder, encode the latents
+    into shards on disk (as `midas encode-dataset` does), then train the model.
 
     Checkpoints go to OUTPUT/checkpoint (loadable by every command); running the same recipe
-    again resumes from OUTPUT/train_state.pt. Under torchrun it trains data-parallel.
+    again resumes from OUTPUT/train_state.pt. Metrics go to OUTPUT/metrics.jsonl (and TensorBoard
+    with the [tensorboard] extra). Under torchrun each rank reads its own shards and the model is
+    data-parallel (train.parallel=ddp) or sharded (train.parallel=fsdp); see docs/training.md.
     """
     from midas_cli.training.loop import train
     from midas_cli.training.recipe import load_recipe
@@ -28,5 +31,5 @@ def train_cmd(
     if validate:
         console_err.print(f"{recipe}: valid", highlight=False)
         return
-    out = train(r, log=lambda msg: console_err.print(msg, highlight=False))
+    out = train(r, log=lambda msg: console_err.print(msg, highlight=False, markup=False, soft_wrap=True))
     console_err.print(f"checkpoint: {out / 'checkpoint'}", highlight=False)
