@@ -5,9 +5,10 @@
 
 (a) `encode_dataset` frames/s on a synthetic dataset; (b) `window_loader` batches/s reading the
 shards (mmap, worker processes) against `preload=True` (the rank's shards in memory), and the
-time a real training step of the model waits on the loader; (c) resident memory after iterating
-the same number of batches over the dataset and over the dataset listed 4× (the same files under
-new ids, so 4× the shards), each in a fresh process: the streaming loader should stay flat (ratio
+model phase's training steps fed from the shards against fed from memory, alternated in one run
+(sequences/s ratio, and the share of step time spent waiting on the loader); (c) peak resident
+memory of those training steps over the dataset and over the dataset listed 4× (the same files
+under new ids, so 4× the shards), each in a fresh process: streaming should stay flat (ratio
 ≈ 1) while the preloaded one grows. RSS counts the main process and its DataLoader workers;
 `anon` leaves out file pages (mapped shards), which the kernel can drop at any time.
 """
@@ -79,11 +80,14 @@ def bench_loader(folder: Path, model, args, preload: bool) -> dict:
     return {"preload": preload, "first_batch_s": first, "batches": n, "batches_per_s": n / dt}
 
 
-def bench_training_wait(folder: Path, model, args) -> dict:
-    """A plain training loop (forward, backward, AdamW) fed by the loader: time blocked in next()."""
+def bench_training(folder: Path, model, args, preload: bool, steps: int) -> dict:
+    """A training loop as the model phase runs it (forward, backward, AdamW) fed by the loader
+    reading the shards (`preload=False`) or the same shards held in memory: sequences/s and the
+    time blocked in next()."""
     from midas_cli.training.objective import sequence_loss
     from midas_cli.training.shards import window_loader
 
+    torch.manual_seed(0)
     model.train()
     model.autoencoder.eval()
     params = [p for n, p in model.named_parameters() if not n.startswith("autoencoder.")]
@@ -91,12 +95,13 @@ def bench_training_wait(folder: Path, model, args) -> dict:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=1e-4)
     loader = window_loader(folder, chunks=model.cfg.window_chunks + 1, frames_per_chunk=model.cfg.frames_per_chunk,
-                           batch_size=args.batch_size, seed=0, steps=args.train_steps + 1, num_workers=args.workers)
+                           batch_size=args.batch_size, seed=0, steps=steps + 1, num_workers=args.workers,
+                           preload=preload)
     it = iter(loader)
     next(it)  # worker start-up, not a per-step stall
     start_wait = loader.wait_s
     t0 = time.perf_counter()
-    steps = 0
+    n = 0
     for ref, frames, prev, feats, texts in it:
         b, k = len(texts), len(texts[0])
         feats.text = model.encode_texts([t for row in texts for t in row]).reshape(b, k, -1)
@@ -104,12 +109,26 @@ def bench_training_wait(folder: Path, model, args) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        steps += 1
+        n += 1
     dt = time.perf_counter() - t0
     wait = loader.wait_s - start_wait
     model.eval().requires_grad_(False)
-    return {"steps": steps, "step_s": dt / steps, "wait_per_step_ms": 1000 * wait / steps,
-            "wait_share": wait / dt}
+    return {"preload": preload, "steps": n, "step_s": dt / n, "sequences_per_s": n * args.batch_size / dt,
+            "wait_per_step_ms": 1000 * wait / n, "wait_share": wait / dt}
+
+
+def bench_training_ab(folder: Path, model, args) -> dict:
+    """Shards against in-memory, alternated `rounds` times in this process (machines and loads
+    differ from run to run; only the ratio within one run means something)."""
+    runs = {False: [], True: []}
+    for _ in range(args.rounds):
+        for preload in (False, True):
+            runs[preload].append(bench_training(folder, model, args, preload, args.train_steps))
+    shards = sum(r["sequences_per_s"] for r in runs[False]) / args.rounds
+    memory = sum(r["sequences_per_s"] for r in runs[True]) / args.rounds
+    return {"shards": runs[False], "memory": runs[True], "shards_sequences_per_s": shards,
+            "memory_sequences_per_s": memory, "ratio": shards / memory,
+            "shards_wait_share": max(r["wait_share"] for r in runs[False])}
 
 
 def _rss_tree() -> tuple[float, float]:
@@ -140,18 +159,25 @@ def _rss_tree() -> tuple[float, float]:
 
 
 def rss_child(folder: str, args) -> dict:
-    """Run in a fresh process: iterate the batches, then measure while the workers are alive."""
-    from midas_cli.model.config import preset
-    from midas_cli.training.shards import window_loader
+    """Run in a fresh process: training steps fed by the loader, then the resident memory of the
+    process and its workers, measured while the workers are alive (the model phase's footprint)."""
+    import threading
 
-    cfg = preset(args.model)
-    loader = window_loader(folder, chunks=cfg.window_chunks + 1, frames_per_chunk=cfg.frames_per_chunk,
-                           batch_size=args.batch_size, seed=0, num_workers=args.workers, preload=args.preload)
-    it = iter(loader)
-    for _ in range(args.batches):
-        next(it)
-    rss, anon = _rss_tree()
-    return {"rss_mb": rss, "anon_mb": anon}
+    peak = [0.0, 0.0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            rss, anon = _rss_tree()
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], anon)
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    bench_training(Path(folder), _model(args.model), args, args.preload, args.batches)
+    done.set()
+    sampler.join()
+    return {"rss_mb": peak[0], "anon_mb": peak[1]}
 
 
 def bench_memory(one: Path, many: Path, args) -> dict:
@@ -182,7 +208,8 @@ def main():
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--train-steps", type=int, default=10, help="training steps per A/B round")
+    ap.add_argument("--rounds", type=int, default=2, help="alternated shards / in-memory training rounds")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--preload", action="store_true", help=argparse.SUPPRESS)
@@ -197,7 +224,7 @@ def main():
         enc = bench_encode(model, one, args.shard_mb)
         folder, folder_many = Path(enc["folder"]), Path(bench_encode(model, many, args.shard_mb)["folder"])
         loaders = [bench_loader(folder, model, args, preload) for preload in (False, True)]
-        train = bench_training_wait(folder, model, args) if args.train_steps > 0 else None
+        train = bench_training_ab(folder, model, args) if args.train_steps > 0 else None
         mem = bench_memory(folder, folder_many, args)
     result = {"model": args.model, "threads": torch.get_num_threads(), "workers": args.workers,
               "encode": {k: v for k, v in enc.items() if k != "folder"}, "loader": loaders, "training": train,
@@ -210,8 +237,11 @@ def main():
         rows.append((f"loader {'preload' if r['preload'] else 'shards'}", f"{r['batches_per_s']:.1f} batches/s "
                      f"of {args.batch_size} (first batch {r['first_batch_s']:.2f} s)"))
     if train:
-        rows.append(("training wait", f"{train['wait_per_step_ms']:.1f} ms/step of {1000 * train['step_s']:.0f} ms "
-                                      f"({100 * train['wait_share']:.1f} %)"))
+        rows.append(("training, shards/in-memory", f"{train['shards_sequences_per_s']:.2f} / "
+                     f"{train['memory_sequences_per_s']:.2f} sequences/s = ×{train['ratio']:.3f} "
+                     f"({args.rounds} alternated rounds of {args.train_steps} steps)"))
+        rows.append(("training data wait", f"{100 * train['shards_wait_share']:.1f} % of step time "
+                     "(worst round, shards)"))
     for name, row in mem.items():
         rows.append((f"memory {name} x1 → x{args.copies}",
                      f"RSS {row['x1']['rss_mb']:.0f} → {row['xN']['rss_mb']:.0f} MB (×{row['rss_ratio']:.3f}), "

@@ -187,8 +187,8 @@ def test_subprocess_generate_then_ctrl_c_leaves_nothing(tiny_checkpoint, media, 
         time.sleep(0.2)
     assert list(tmp_path.glob(".long.mp4.partial*")), "the render never started writing"
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err.decode(errors="replace")[-2000:]
     assert not long_out.exists() and not list(tmp_path.glob(".long*"))
 
 
