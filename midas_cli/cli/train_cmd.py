@@ -31,5 +31,8 @@ def train_cmd(
     if validate:
         console_err.print(f"{recipe}: valid", highlight=False)
         return
-    out = train(r, log=lambda msg: console_err.print(msg, highlight=False, markup=False, soft_wrap=True))
+    from midas_cli.console import progress_bar
+
+    out = train(r, log=lambda msg: console_err.print(msg, highlight=False, markup=False, soft_wrap=True),
+                progress_factory=progress_bar)
     console_err.print(f"checkpoint: {out / 'checkpoint'}", highlight=False)

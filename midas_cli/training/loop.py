@@ -44,7 +44,7 @@ def train(recipe: TrainRecipe, log=print, progress_factory=None) -> Path:
     if recipe.base:
         base_output = train(load_recipe(recipe.base), log, progress_factory)
         recipe = _on_base(recipe, base_output, log)
-    return TrainingRun(recipe, log).run()
+    return TrainingRun(recipe, log, progress_factory).run()
 
 
 def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
@@ -57,8 +57,10 @@ def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
 
 
 class TrainingRun:
-    def __init__(self, recipe: TrainRecipe, log=print):
-        self.recipe, self.log = recipe, log
+    def __init__(self, recipe: TrainRecipe, log=print, progress_factory=None):
+        """`progress_factory()`: a rich Progress context (`midas_cli.console.progress_bar`) for
+        the long steps that are not training steps (encoding the dataset), or None."""
+        self.recipe, self.log, self.progress_factory = recipe, log, progress_factory
         self.out = Path(recipe.output)
         self.state_path = self.out / "train_state.pt"
 
@@ -236,8 +238,16 @@ class TrainingRun:
         t0 = time.perf_counter()
         self.model.autoencoder.eval()
         data = self.recipe.data
-        folder = encode_dataset(self.model, self.data_dir, shard_mb=data.shard_mb, rank=self.rank, world=self.world,
-                                max_clips=data.max_clips, log=self.log)
+        def encode(progress=None):
+            return encode_dataset(self.model, self.data_dir, shard_mb=data.shard_mb, rank=self.rank,
+                                  world=self.world, max_clips=data.max_clips, log=self.log, progress=progress)
+
+        if self.progress_factory is not None and self.rank == 0:
+            with self.progress_factory() as bar:
+                task = bar.add_task("encoding latents", total=None)
+                folder = encode(lambda done, total: bar.update(task, completed=done, total=total))
+        else:
+            folder = encode()
         if self.world > 1:
             torch.distributed.barrier()
             if self.rank == 0:
