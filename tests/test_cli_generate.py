@@ -181,7 +181,9 @@ def test_subprocess_generate_then_ctrl_c_leaves_nothing(tiny_checkpoint, media, 
     assert info.video_codec == "h264" and info.audio_codec == "aac" and abs(info.n_frames - 16) <= 1
 
     long_out = tmp_path / "long.mp4"
-    proc = subprocess.Popen(cmd[:-1] + [str(long_out), "--duration", "120"], env=env, stderr=subprocess.PIPE)
+    # an hour, so the render is still running when the signal lands (the tiny model renders
+    # 120 s in 6 s on a fast machine, which once finished before the SIGINT arrived)
+    proc = subprocess.Popen(cmd[:-1] + [str(long_out), "--duration", "3600"], env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".long.mp4.partial*")):
         time.sleep(0.2)
