@@ -181,9 +181,11 @@ def test_subprocess_generate_then_ctrl_c_leaves_nothing(tiny_checkpoint, media, 
     assert info.video_codec == "h264" and info.audio_codec == "aac" and abs(info.n_frames - 16) <= 1
 
     long_out = tmp_path / "long.mp4"
-    # an hour, so the render is still running when the signal lands (the tiny model renders
-    # 120 s in 6 s on a fast machine, which once finished before the SIGINT arrived)
-    proc = subprocess.Popen(cmd[:-1] + [str(long_out), "--duration", "3600"], env=env, stderr=subprocess.PIPE)
+    # an hour, so the render is surely still running when the signal lands (the tiny model
+    # renders 120 s in 6 s on a fast machine); SIGINT back to its default in the child, since a
+    # suite started in the background (`nohup … &`) inherits it ignored, and so would the render
+    proc = subprocess.Popen(cmd[:-1] + [str(long_out), "--duration", "3600"], env=env, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".long.mp4.partial*")):
         time.sleep(0.2)
