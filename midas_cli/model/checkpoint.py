@@ -136,6 +136,17 @@ def _component_source(ckpt_dir: Path, ref: str | None) -> str | None:
     return ref
 
 
+def checkpoint_autoencoder(cfg: MidasConfig, checkpoint: str):
+    """A checkpoint's autoencoder (its `autoencoder/` folder) as a FrameAutoencoder for `cfg`,
+    e.g. to share one autoencoder across training runs (`autoencoder.init_from`)."""
+    from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
+
+    src = resolve_checkpoint(checkpoint) / SUBFOLDERS["autoencoder"]
+    if not src.is_dir():
+        raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
+    return FrameAutoencoder(build_dcae(cfg.autoencoder, str(src)), cfg.autoencoder.patch_size)
+
+
 def build_model(cfg: MidasConfig, ckpt_dir: Path | None = None, tokenizer=None, load_pretrained: bool = True):
     """A MidasModel whose external components come from their folders / Hub ids when given."""
     from midas_cli.conditions.audio import build_audio_features

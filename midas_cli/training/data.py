@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from midas_cli.errors import MidasError
 from midas_cli.model.config import FPS
@@ -46,25 +45,33 @@ def read_manifest(folder: Path) -> list[dict]:
 def manifest_prompts(folder: Path, max_clips: int | None = None) -> list[str]:
     """Every prompt text of the folder's clips (what the word tokenizer is fitted on), read
     without decoding any video."""
+    return [text for e in read_manifest(folder)[:max_clips] for _, text in entry_prompts(folder, e)]
+
+
+def entry_prompts(folder: Path, entry: dict) -> list[tuple[float, str]]:
+    """A manifest entry's prompt timeline as [(t, text)] (empty when it has none)."""
     from midas_cli.media.prompts import load_prompts
 
-    return [p.text for e in read_manifest(folder)[:max_clips] if e.get("prompts")
-            for p in load_prompts(folder / e["prompts"])]
+    return [(p.t, p.text) for p in load_prompts(folder / entry["prompts"])] if entry.get("prompts") else []
+
+
+def entry_conditions(folder: Path, entry: dict, n_frames: int):
+    """A manifest entry's audio, listen audio (None when absent), pose (n_frames, 6) and prompts."""
+    from midas_cli.media.audio import load_audio
+    from midas_cli.media.pose import load_pose
+
+    audio = load_audio(folder / entry["audio"])
+    listen = load_audio(folder / entry["listen_audio"]) if entry.get("listen_audio") else None
+    pose = load_pose(folder / entry["pose"], n_frames) if entry.get("pose") else np.zeros((n_frames, 6), np.float32)
+    return audio, listen, pose, entry_prompts(folder, entry)
 
 
 def load_clip(folder: Path, entry: dict, width: int, height: int) -> Clip:
-    from midas_cli.media.audio import load_audio
     from midas_cli.media.image import load_reference
-    from midas_cli.media.pose import load_pose
-    from midas_cli.media.prompts import load_prompts
     from midas_cli.media.video_in import read_frames
 
     frames = np.stack(list(read_frames(folder / entry["video"], width=width, height=height)))
-    n = len(frames)
-    audio = load_audio(folder / entry["audio"])
-    listen = load_audio(folder / entry["listen_audio"]) if entry.get("listen_audio") else None
-    pose = load_pose(folder / entry["pose"], n) if entry.get("pose") else np.zeros((n, 6), np.float32)
-    prompts = [(p.t, p.text) for p in load_prompts(folder / entry["prompts"])] if entry.get("prompts") else []
+    audio, listen, pose, prompts = entry_conditions(folder, entry, len(frames))
     ref = load_reference(folder / entry["ref"], width, height)
     return Clip(entry["id"], frames, ref, audio, listen, pose, prompts)
 

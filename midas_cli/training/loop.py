@@ -27,12 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from midas_cli.errors import MidasError
-from midas_cli.training.objective import ReconstructionLoss, SequenceLoss, reconstruction_loss
+from midas_cli.training.objective import ReconstructionLoss, SequenceLoss
 from midas_cli.training.recipe import TrainRecipe, load_recipe
 from midas_cli.training.state import (cosine_lr, load_train_state, rng_state, save_train_state, seed_everything,
                                       set_rng_state)
-
-__all__ = ["TrainingRun", "train", "reset_run", "load_model_weights", "reconstruction_loss", "load_train_state"]
 
 
 def _dist() -> tuple[int, int]:
@@ -140,15 +138,10 @@ class TrainingRun:
                                               self.cfg.text.vocab_size)
 
     def _autoencoder_from(self, checkpoint: str) -> None:
-        from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
-        from midas_cli.model.checkpoint import resolve_checkpoint
+        from midas_cli.model.checkpoint import checkpoint_autoencoder
 
-        src = resolve_checkpoint(checkpoint) / "autoencoder"
-        if not src.is_dir():
-            raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
-        self.model.autoencoder = FrameAutoencoder(build_dcae(self.cfg.autoencoder, str(src)),
-                                                  self.cfg.autoencoder.patch_size).to(self.device)
-        self.log(f"autoencoder from {src} (scaling_factor {self.model.autoencoder.scaling_factor:.4f})")
+        self.model.autoencoder = checkpoint_autoencoder(self.cfg, checkpoint).to(self.device)
+        self.log(f"autoencoder from {checkpoint} (scaling_factor {self.model.autoencoder.scaling_factor:.4f})")
 
     # ---- phase "autoencoder" ----------------------------------------------------------------
     def train_autoencoder(self) -> None:

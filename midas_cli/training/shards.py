@@ -125,13 +125,10 @@ def encode_clip(model, data_dir: Path, entry: dict, batch_encode: int = 32) -> d
     """One manifest clip → its tensors and per-frame prompts, with frames decoded and encoded a
     batch at a time."""
     from midas_cli.conditions.pose import pose_features
-    from midas_cli.media.audio import load_audio
     from midas_cli.media.image import load_reference
-    from midas_cli.media.pose import load_pose
-    from midas_cli.media.prompts import load_prompts
     from midas_cli.media.video_in import read_frames
     from midas_cli.model.autoencoder import images_to_tensor
-    from midas_cli.training.data import prompt_per_frame
+    from midas_cli.training.data import entry_conditions, prompt_per_frame
 
     ae, w, h = model.autoencoder, model.cfg.autoencoder.width, model.cfg.autoencoder.height
     parts, batch = [], []
@@ -153,10 +150,9 @@ def encode_clip(model, data_dir: Path, entry: dict, batch_encode: int = 32) -> d
                                          model.device, model.dtype)).cpu()[0]
     lat = torch.cat(parts)
     n = len(lat)
-    audio = load_audio(data_dir / entry["audio"])
-    listen = load_audio(data_dir / entry["listen_audio"]) if entry.get("listen_audio") else np.zeros(1, np.float32)
-    pose = load_pose(data_dir / entry["pose"], n) if entry.get("pose") else np.zeros((n, 6), np.float32)
-    prompts = [(p.t, p.text) for p in load_prompts(data_dir / entry["prompts"])] if entry.get("prompts") else []
+    audio, listen, pose, prompts = entry_conditions(data_dir, entry, n)
+    if listen is None:
+        listen = np.zeros(1, np.float32)  # no listen track: silence
     return dict(latents=lat, ref=ref, audio=model.audio_features(audio, n).cpu(),
                 listen=model.audio_features(listen, n).cpu(), pose=pose_features(pose[:n]),
                 prompts=prompt_per_frame(prompts, n))
@@ -505,23 +501,16 @@ def recipe_encoder(recipe, device: str = "auto"):
     encodes are the ones training finds: the autoencoder trained in OUTPUT/train_state.pt,
     `autoencoder.init_from`'s, or (autoencoder.steps == 0) the one built from the recipe's seed."""
     from midas_cli.devices import pick_device
-    from midas_cli.model.checkpoint import build_model
+    from midas_cli.model.checkpoint import build_model, checkpoint_autoencoder
 
     cfg = recipe.model_config()
     torch.manual_seed(recipe.seed)  # as train() seeds rank 0 before building the model
     model = build_model(cfg).to(pick_device(device)).eval()
     state_path = Path(recipe.output) / "train_state.pt"
     if recipe.autoencoder.init_from:
-        from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
-        from midas_cli.model.checkpoint import resolve_checkpoint
-
-        src = resolve_checkpoint(recipe.autoencoder.init_from) / "autoencoder"
-        if not src.is_dir():
-            raise MidasError(f"autoencoder.init_from: {src} is not an autoencoder folder")
-        model.autoencoder = FrameAutoencoder(build_dcae(cfg.autoencoder, str(src)),
-                                             cfg.autoencoder.patch_size).to(model.device).eval()
+        model.autoencoder = checkpoint_autoencoder(cfg, recipe.autoencoder.init_from).to(model.device).eval()
     if state_path.exists():
-        from midas_cli.training.loop import load_train_state
+        from midas_cli.training.state import load_train_state
 
         state = load_train_state(state_path)
         if state["phase"] == "autoencoder":
