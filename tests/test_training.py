@@ -322,3 +322,13 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
     assert a["step"] == b["step"] == 20
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_autoencoder_init_from_a_checkpoint_without_one_is_a_one_line_error(tiny_data, tmp_path):
+    from midas_cli.training.loop import train
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")  # a checkpoint folder whose autoencoder/ is missing
+    with pytest.raises(MidasError, match=r"autoencoder\.init_from: .*ckpt/autoencoder is not an autoencoder folder"):
+        train(_recipe(tiny_data, tmp_path / "run", 10, ["eval=null", f"autoencoder.init_from={ckpt}"]), log=lambda m: None)
