@@ -25,17 +25,20 @@ def offline_hub(tmp_path_factory, monkeypatch):
     yield
 
 
-def _tiny_model(frame_conditions: bool = False, reference_in_slots: bool = False):
+def _tiny_model(frame_conditions: bool = False, reference_in_slots: bool = False, text_in_slots: bool = False):
     from midas_cli.model.config import preset
     from midas_cli.model.midas import MidasModel
 
     cfg = preset("tiny")
     cfg.frame_conditions = frame_conditions
     cfg.reference_in_slots = reference_in_slots
+    cfg.text_in_slots = text_in_slots
     torch.manual_seed(0)
     model = MidasModel(cfg).eval()
     if model.ref_in is not None:  # zero-initialised: give it weights, or the tests could not see it
         torch.nn.init.normal_(model.ref_in.weight, std=0.1)
+    if model.projector.text_frame is not None:  # the same for the text path
+        torch.nn.init.normal_(model.projector.text_frame.weight, std=0.1)
     return model
 
 
@@ -44,7 +47,8 @@ def tiny_model():
     return _tiny_model()
 
 
-@pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions+reference-in-slots"])
+@pytest.fixture(params=[False, True], ids=["chunk-conditions", "frame-conditions+reference+text-in-slots"])
 def tiny_model_both(request):
-    """The tiny model without and with the per-frame paths (`frame_conditions`, `reference_in_slots`)."""
-    return _tiny_model(request.param, request.param)
+    """The tiny model without and with the per-frame paths (`frame_conditions`,
+    `reference_in_slots`, `text_in_slots`)."""
+    return _tiny_model(request.param, request.param, request.param)

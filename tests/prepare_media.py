@@ -38,9 +38,13 @@ def grace_hopper() -> Path:
     return package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg")
 
 
-def need_face_models():
-    from midas_cli.prepare import faces
+def need_face_models(backend: str = "auto"):
+    from midas_cli.prepare import faces, mesh_faces
 
+    if backend == "mediapipe" and not mesh_faces.available():
+        pytest.skip(f"mediapipe not installed ({faces.MESH_INSTALL_HINT})")
+    if backend == "dlib" and not faces.dlib_available():
+        pytest.skip(f"dlib face models not installed ({faces.INSTALL_HINT})")
     if not faces.available():
         pytest.skip(f"face models not installed ({faces.INSTALL_HINT})")
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from midas_cli.engine.streaming import StreamingEngine, reference_window_hidden
+from midas_cli.errors import MidasError
 from midas_cli.model.checkpoint import load_model, save_checkpoint
 from midas_cli.model.config import preset
 from midas_cli.model.mask import SequenceLayout, chunk_causal_mask
@@ -326,6 +327,33 @@ def test_frame_conditions_reach_only_their_own_slot_input(tiny_model_both, seque
     assert diff[1, 2] > 1e-3
     diff[1, 2] = 0
     assert diff.max() == 0
+
+
+def test_text_in_slots_starts_as_the_model_without_it_and_reaches_only_its_chunk(sequence):
+    """Zero-initialised, the per-frame text path leaves a model's outputs as they were; given
+    weights, a chunk's text moves the slot inputs of that chunk's frames and of no other."""
+    from conftest import _tiny_model
+
+    plain, with_text = _tiny_model(True, False), _tiny_model(True, False, True)
+    missing, unexpected = with_text.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["projector.text_frame.bias", "projector.text_frame.weight"] and not unexpected
+    ref, context, feats = sequence
+    buckets = torch.zeros(context.shape[:2], dtype=torch.long)
+    torch.nn.init.zeros_(with_text.projector.text_frame.weight)
+    assert torch.allclose(plain.slot_hidden(ref, context, feats, buckets),
+                          with_text.slot_hidden(ref, context, feats, buckets), atol=1e-6)
+    torch.nn.init.normal_(with_text.projector.text_frame.weight, std=0.1)
+    per_frame = with_text.embed_frame_conditions(feats)
+    changed = copy.deepcopy(feats)
+    changed.text[:, 1] += 1.0
+    diff = (with_text.embed_frame_conditions(changed) - per_frame).abs().amax(dim=-1)[0]  # (K, F)
+    assert diff[1].min() > 1e-4  # every frame of chunk 1
+    diff[1] = 0
+    assert diff.max() == 0
+    cfg = copy.deepcopy(plain.cfg)
+    cfg.frame_conditions, cfg.text_in_slots = False, True
+    with pytest.raises(MidasError, match="text_in_slots: needs frame_conditions"):
+        cfg.validate()
 
 
 def test_reference_in_slots_starts_as_the_model_without_it(sequence):

@@ -201,10 +201,45 @@ def test_cli_prepare_without_inputs_found_is_one_line_error(tmp_path):
 
 def test_missing_face_extra_names_the_install_command(monkeypatch):
     from midas_cli.errors import MidasError
-    from midas_cli.prepare import faces
+    from midas_cli.prepare import faces, mesh_faces
 
     faces.face_backend.cache_clear()
-    monkeypatch.setattr(faces, "available", lambda: False)
+    monkeypatch.setattr(faces, "dlib_available", lambda: False)
+    monkeypatch.setattr(mesh_faces, "available", lambda: False)
     with pytest.raises(MidasError, match=r'pip install "midas-toolkit\[prepare\]"'):
         faces.face_backend("dlib")
+    with pytest.raises(MidasError, match=r'pip install "midas-toolkit\[mediapipe\]"'):
+        faces.face_backend("mediapipe")
+    with pytest.raises(MidasError, match=r'pip install "midas-toolkit\[prepare\]"'):
+        faces.face_backend("auto")  # neither installed: the lighter extra is the one named
+    with pytest.raises(MidasError, match="--face-backend opencv: unknown"):
+        faces.face_backend("opencv")
     faces.face_backend.cache_clear()
+
+
+def test_mediapipe_that_cannot_load_is_one_line_error_and_auto_falls_back_to_dlib(monkeypatch):
+    """mediapipe's OpenCV build needs libGL: installed but unloadable, `--face-backend mediapipe`
+    says what to install, and `auto` takes dlib instead."""
+    import builtins
+
+    from midas_cli.errors import MidasError
+    from midas_cli.prepare import faces, mesh_faces
+
+    if not faces.dlib_available():
+        pytest.skip("dlib face models not installed")
+    real_import = builtins.__import__
+
+    def no_libgl(name, *args, **kwargs):
+        if name.startswith("mediapipe"):
+            raise ImportError("libGL.so.1: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    faces.face_backend.cache_clear()
+    monkeypatch.setattr(mesh_faces, "available", lambda: True)
+    monkeypatch.setattr(builtins, "__import__", no_libgl)
+    try:
+        with pytest.raises(MidasError, match=r"cannot load mediapipe \(libGL.*apt-get install libgl1"):
+            faces.face_backend("mediapipe")
+        assert faces.face_backend("auto").name == "dlib"
+    finally:
+        faces.face_backend.cache_clear()

@@ -17,7 +17,9 @@ def prepare_cmd(
     min_seconds: Annotated[float, typer.Option(help="Shortest clip kept (a track's tail, a short shot).")] = 2.0,
     size: Annotated[int, typer.Option(help="Output frames are SIZE × SIZE (the checkpoint's frame size).")] = 128,
     prompt: Annotated[str | None, typer.Option(help="A text prompt written for every clip.")] = None,
-    face_backend: Annotated[str, typer.Option(help="Face detector + landmarks: dlib.")] = "dlib",
+    face_backend: Annotated[str, typer.Option(
+        help="Face detector + landmarks: mediapipe (a 3D face mesh: pose with pitch; the [mediapipe] "
+             "extra), dlib (68 points; the [prepare] extra), or auto (mediapipe when installed).")] = "auto",
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT/preview.png, a contact sheet of the crops.")] = False,
     test_fraction: Annotated[float, typer.Option(help="Share of sources (by a stable hash) put in the test split.")] = 0.05,
 ):

@@ -20,7 +20,7 @@ def _mlp(d_in: int, d_out: int) -> nn.Sequential:
 
 class ConditionProjector(nn.Module):
     def __init__(self, audio_dim: int, pose_dim: int, text_dim: int, hidden: int, frames_per_chunk: int,
-                 duplex: bool, frame_conditions: bool = False):
+                 duplex: bool, frame_conditions: bool = False, text_in_slots: bool = False):
         super().__init__()
         self.duplex = duplex
         self.audio = _mlp(audio_dim, hidden)
@@ -32,6 +32,12 @@ class ConditionProjector(nn.Module):
         nn.init.normal_(self.slot_embed.weight, std=0.02)
         # per-frame path (`MidasConfig.frame_conditions`): one linear mix of the projected features
         self.frame_mix = nn.Linear((3 if duplex else 2) * hidden, hidden) if frame_conditions else None
+        # the chunk's text in every slot (`MidasConfig.text_in_slots`); zero-initialised, so a
+        # checkpoint trained without it starts out unchanged
+        self.text_frame = nn.Linear(hidden, hidden) if text_in_slots else None
+        if self.text_frame is not None:
+            nn.init.zeros_(self.text_frame.weight)
+            nn.init.zeros_(self.text_frame.bias)
 
     def forward(self, audio, pose, text, listen=None) -> torch.Tensor:
         """audio, listen (…, F, A), pose (…, F, P), text (…, D) → tokens (…, Lc, H)."""
@@ -43,13 +49,18 @@ class ConditionProjector(nn.Module):
         parts.append((self.text(text) + self.type_embed.weight[TEXT]).unsqueeze(-2))
         return torch.cat(parts, dim=-2)
 
-    def per_frame(self, audio, pose, listen=None) -> torch.Tensor:
-        """audio, listen (…, F, A), pose (…, F, P) → (…, F, H): each frame's own conditions,
-        added to the input of the slot that predicts that frame."""
+    def per_frame(self, audio, pose, listen=None, text=None) -> torch.Tensor:
+        """audio, listen (…, F, A), pose (…, F, P), text (…, D) → (…, F, H): each frame's own
+        conditions, added to the input of the slot that predicts that frame."""
         parts = [self.audio(audio), self.pose(pose)]
         if self._needs_listen(listen):
             parts.append(self.audio(listen))
-        return self.frame_mix(torch.cat(parts, dim=-1))
+        out = self.frame_mix(torch.cat(parts, dim=-1))
+        if self.text_frame is not None:
+            if text is None:
+                raise ValueError("a text_in_slots model needs the chunk's text features")
+            out = out + self.text_frame(self.text(text)).unsqueeze(-2)
+        return out
 
     def _needs_listen(self, listen) -> bool:
         if self.duplex and listen is None:

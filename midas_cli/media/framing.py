@@ -42,7 +42,7 @@ def _centre_box(w: int, h: int, width: int, height: int):
     return (0.0, (h - ch) / 2, float(w), (h + ch) / 2)
 
 
-def face_box(rgb: np.ndarray, width: int, height: int, backend: str = "dlib"):
+def face_box(rgb: np.ndarray, width: int, height: int, backend: str = "auto"):
     """The (x0, y0, x1, y1) box framing the largest face like training clips, or None (no face / no extra)."""
     from midas_cli.prepare import faces
 
@@ -78,7 +78,7 @@ def _resize(rgb, w, h):
 
 
 def frame_reference(photo: str | os.PathLike | np.ndarray, width: int, height: int,
-                    backend: str = "dlib") -> np.ndarray:
+                    backend: str = "auto") -> np.ndarray:
     """A photo (path or uint8 RGB array) → uint8 (height, width, 3), the face framed as in training."""
     from PIL import Image
 

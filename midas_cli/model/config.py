@@ -113,6 +113,10 @@ class MidasConfig:
     # identity then reaches a slot as directly as its context frame does, so a noisy or drifting
     # context can be ignored without first learning to find the reference by attention.
     reference_in_slots: bool = False
+    # Also add the chunk's text vector to every frame slot's input (needs `frame_conditions`):
+    # the prompt then reaches each slot as directly as its audio and pose do, instead of as one
+    # token per chunk that the slot must find by attention over a context it can copy.
+    text_in_slots: bool = False
 
     # ---- derived numbers -------------------------------------------------------------------
     @property
@@ -198,6 +202,8 @@ class MidasConfig:
             bad("noise", "sigma_max must be in [0, 5] and num_buckets ≥ 1")
         if self.window_chunks < 1:
             bad("window_chunks", "must be at least 1")
+        if self.text_in_slots and not self.frame_conditions:
+            bad("text_in_slots", "needs frame_conditions: true")
         longest = self.tokens_per_frame + (self.window_chunks + 1) * self.tokens_per_chunk
         if longest > self.backbone.max_position_embeddings:
             bad("backbone.max_position_embeddings", f"must cover the streaming window ({longest} tokens)")

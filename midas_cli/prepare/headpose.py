@@ -1,4 +1,6 @@
-"""Head pose per frame from 68 landmarks: a clip fitted to a generic 3D face refined for the person.
+"""Head pose per frame: from 68 landmarks, a clip fitted to a generic 3D face refined for the
+person (`clip_pose`); from 3D face meshes, a rigid alignment of each frame to the clip's mean
+mesh (`mesh_clip_pose`).
 
 Output follows the pose JSON (docs/formats.md) and the synthetic world's conventions
 (midas_cli/synth/geometry.py): yaw turns the face toward the image's right, pitch tilts it
@@ -193,8 +195,14 @@ def clip_pose(landmarks: np.ndarray, crop_side: float, sigma: float = SMOOTH_SIG
     `landmarks` is (T, 68, 2) in source-frame pixels; x, y are fractions of `crop_side` (the
     clip's square crop, which is the training frame).
     """
-    T = len(landmarks)
     fits, _ = fit_clip(landmarks, temporal=TEMPORAL_PRIOR * min(sigma, 1.0) if sigma > 0 else 0.0)
+    return _relative_to_first(fits, crop_side, sigma)
+
+
+def _relative_to_first(fits: np.ndarray, crop_side: float, sigma: float) -> np.ndarray:
+    """Absolute (yaw, pitch, roll, s, tx, ty) per frame → the pose JSON's values relative to frame 0."""
+    T = len(fits)
+    fits = fits.copy()
     fits[:, :3] = np.rad2deg(np.unwrap(np.deg2rad(fits[:, :3]), axis=0))
     fits[:, 3] = np.log(np.maximum(fits[:, 3], 1e-9))
     fits = _smooth(fits, sigma)  # smooth the absolute parameters, then take each frame relative to the first
@@ -206,3 +214,63 @@ def clip_pose(landmarks: np.ndarray, crop_side: float, sigma: float = SMOOTH_SIG
     out[:, 5] = np.exp(fits[:, 3] - fits[0, 3]) - 1.0
     out[0] = 0.0  # exactly, not to rounding: the first frame is the reference's pose
     return out.astype(np.float32)
+
+
+# ---- from 3D face meshes (the mediapipe backend) ---------------------------------------------
+MESH_ROUNDS = 3  # rounds of aligning every frame to the clip's mean mesh and re-averaging it
+# the head centre (the point whose screen motion is x, y), in units of the outer-eye-corner
+# distance: below the eye line and behind it, as HEAD_CENTRE sits in the 68-point model above
+PIVOT_DOWN, PIVOT_BACK = 50.0 / 450.0, 425.0 / 450.0
+EYE_CORNERS = (33, 263)  # mesh indices of the outer eye corners
+
+
+def rigid_mesh_points(mean_mesh: np.ndarray) -> np.ndarray:
+    """Indices of the mesh points that move with the head alone: not the lips, and nothing below
+    the mouth corners (the jaw opens with speech)."""
+    from midas_cli.prepare.mesh_faces import LIP_POINTS
+
+    mouth_y = mean_mesh[[61, 291], 1].mean()
+    keep = np.ones(len(mean_mesh), bool)
+    keep[list(LIP_POINTS)] = False
+    keep &= mean_mesh[:, 1] < mouth_y
+    return np.flatnonzero(keep)
+
+
+def _similarity_3d(src: np.ndarray, dst: np.ndarray):
+    """s, R, t with dst ≈ s R src + t (Umeyama), for (K, 3) point sets."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(b.T @ a)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    s = float((S * np.diag(D)).sum() / (a ** 2).sum())
+    return s, R, mu_d - s * R @ mu_s
+
+
+def mesh_clip_pose(meshes: np.ndarray, crop_side: float, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
+    """(T, 6) float32 pose of a clip relative to its first frame, from (T, 468, 3) face meshes
+    in source pixels (z toward the viewer).
+
+    The clip's mean mesh is found by aligning every frame to it and re-averaging (a generalised
+    Procrustes fit); each frame's pose is then the similarity taking the mean to it. The mean,
+    not the first frame, is the template, so one frame's mesh error does not shift the whole clip.
+    """
+    meshes = np.asarray(meshes, np.float64)
+    mean = meshes[0]
+    for _ in range(MESH_ROUNDS):
+        rigid = rigid_mesh_points(mean)
+        aligned = []
+        for m in meshes:
+            s, R, t = _similarity_3d(m[rigid], mean[rigid])
+            aligned.append(s * m @ R.T + t)
+        mean = np.mean(aligned, 0)
+    rigid = rigid_mesh_points(mean)
+    eyes = mean[list(EYE_CORNERS)]
+    eye_dist = float(np.linalg.norm(eyes[1] - eyes[0]))
+    pivot = eyes.mean(0) + np.array([0.0, PIVOT_DOWN * eye_dist, -PIVOT_BACK * eye_dist])
+    fits = np.zeros((len(meshes), 6))
+    for i, m in enumerate(meshes):
+        s, R, t = _similarity_3d(mean[rigid], m[rigid])
+        centre = s * R @ pivot + t
+        fits[i] = (*angles(R), s, centre[0], centre[1])
+    return _relative_to_first(fits, crop_side, sigma)

@@ -33,7 +33,7 @@ class PrepareOptions:
     min_seconds: float = 2.0
     size: int = 128  # output frames are size × size
     prompt: str | None = None
-    face_backend: str = "dlib"
+    face_backend: str = "auto"
     test_fraction: float = 0.05
     preview: bool = False
     min_crop_fraction: float = 0.75  # reject faces whose crop would be upscaled more than 1 / this
@@ -175,7 +175,6 @@ def prepare_source(path: Path, key: str, out: Path, opts: PrepareOptions, backen
 
 def _write_clips(path, key, out, opts, plans, audio, n_frames, result, progress) -> None:
     from midas_cli.media.video_in import read_frames
-    from midas_cli.prepare.headpose import clip_pose
 
     t2 = time.perf_counter()
     split, identity = mf.split_of(key, opts.test_fraction), mf.identity_of(key)
@@ -194,7 +193,7 @@ def _write_clips(path, key, out, opts, plans, audio, n_frames, result, progress)
         if i + 1 == current.stop:
             k = by_start[current.start]
             clip_id = f"{key}-{k:03d}"
-            pose = clip_pose(current.landmarks, current.crop.side)
+            pose = current.pose()
             sound = audio[current.start * SAMPLES_PER_FRAME:current.stop * SAMPLES_PER_FRAME]
             sound = np.pad(sound, (0, (current.stop - current.start) * SAMPLES_PER_FRAME - len(sound)))
             entry = mf.write_clip(out, clip_id, np.stack(buf), sound, pose, opts.prompt, identity, split, key,

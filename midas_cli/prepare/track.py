@@ -51,6 +51,15 @@ class ClipPlan:
     crop: Crop
     landmarks: np.ndarray  # (T, 68, 2) source pixels
     face_size: float  # median eye-to-mouth distance, source pixels
+    meshes: np.ndarray | None = None  # (T, 468, 3) source pixels, from the mediapipe backend
+
+    def pose(self) -> np.ndarray:
+        """(T, 6) the clip's head pose relative to its first frame (the pose JSON's values)."""
+        from midas_cli.prepare.headpose import clip_pose, mesh_clip_pose
+
+        if self.meshes is not None:
+            return mesh_clip_pose(self.meshes, self.crop.side)
+        return clip_pose(self.landmarks, self.crop.side)
 
 
 def _thumb(frame: np.ndarray) -> np.ndarray:
@@ -177,6 +186,7 @@ def plan_clips(stretch: Stretch, width: int, height: int, clip_frames: int, min_
             rejected.append((stretch.start + a, stretch.start + b, "face cut off by the frame edge",
                              "the frame is too small for the face's crop (face too close)"))
             continue
+        meshes = np.stack([f.mesh for f in faces]) if all(f.mesh is not None for f in faces) else None
         plans.append(ClipPlan(stretch.start + a, stretch.start + b, crop,
-                              np.stack([f.landmarks for f in faces]), float(np.median(sizes))))
+                              np.stack([f.landmarks for f in faces]), float(np.median(sizes)), meshes))
     return plans, rejected
