@@ -237,6 +237,34 @@ def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):
     assert any(p.grad is not None for p in model.head.parameters())
 
 
+def test_change_fade_leaves_a_frame_at_sigma_max_uniform_and_one_at_zero_fully_weighted():
+    """`change_fade`: the change weight applies in full to a frame whose context is clean, not at
+    all to one at σ_max, linearly between; the sampled context noise decides which."""
+    from midas_cli.training.objective import change_weights, sequence_loss
+
+    b, t, n, c, j, a = 1, 3, 6, 4, 2, 4.0
+    frames = torch.zeros(b, t, n, c)
+    prev = frames.clone()
+    prev[:, :, j] += 1.0
+    fade = torch.tensor([[1.0, 0.0, 0.5]])
+    w = change_weights(frames, prev, a, fade).reshape(t, n)
+    full = change_weights(frames, prev, a).reshape(t, n)
+    assert torch.allclose(w[0], full[0]) and torch.allclose(w[1], torch.ones(n))
+    assert 1 < w[2, j] < full[0, j]  # half-way
+    assert torch.allclose(w.mean(-1), torch.ones(t))
+
+    model, ref, frames, feats = _tiny_training_batch()
+    prev = frames.clone()
+    prev[:, :, 3] += 1.0
+    model.noise.sample_buckets = lambda shape, device, generator=None: torch.full(
+        shape, model.cfg.noise.num_buckets - 1, dtype=torch.long)  # every context at σ_max
+    kw = dict(change_weight=a)
+    faded = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), change_fade=True, **kw)
+    plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), **kw)
+    assert torch.allclose(faded, plain, rtol=1e-5) and not torch.allclose(weighted, plain)
+
+
 def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):
     from midas_cli.training.loop import train
 

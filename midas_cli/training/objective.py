@@ -14,24 +14,32 @@ from midas_cli.model.midas import ChunkFeatures, MidasModel
 from midas_cli.training.history import resample_history
 
 
-def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: float) -> torch.Tensor | None:
+def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: float,
+                   fade: torch.Tensor | None = None) -> torch.Tensor | None:
     """(B*T, N) per-token loss weights, or None for a uniform loss.
 
     Each token is weighted by 1 + change_weight × (how much it changed from the true previous
     frame, relative to the frame's mean change), renormalised to mean 1 per frame. What moves
     (mouth, brows, the head) is what the conditions decide; the still rest can be copied from
     the context and would otherwise dominate the loss (a mouth change is ~2 % of it).
+
+    fade (B, T) in [0, 1]: per frame, how much of change_weight applies (`change_fade`: 1 − the
+    context's noise level over σ_max). A context too noisy to copy leaves the whole face to the
+    conditions; weighting only what moved would then leave the still parts, the expression's
+    eyes and brows among them, at ~1/17 of the loss.
     """
     if change_weight <= 0:
         return None
     change = (frames - previous).float().pow(2).mean(-1)  # (B, T, N)
-    weight = 1 + change_weight * change / change.mean(-1, keepdim=True).clamp_min(1e-8)
+    scale = change_weight if fade is None else change_weight * fade.float()[..., None]
+    weight = 1 + scale * change / change.mean(-1, keepdim=True).clamp_min(1e-8)
     return (weight / weight.mean(-1, keepdim=True)).flatten(0, 1)
 
 
 def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
-                  weight_from: torch.Tensor | None = None, head_repeats: int = 1) -> torch.Tensor:
+                  weight_from: torch.Tensor | None = None, head_repeats: int = 1,
+                  change_fade: bool = False) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
@@ -42,8 +50,9 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     the head is small, so more of its training signal per backbone pass is cheap.
     """
     b, t = frames.shape[:2]
-    weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight)
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
+    fade = 1 - buckets.float() / max(model.cfg.noise.num_buckets - 1, 1) if change_fade else None
+    weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight, fade)
     context = model.noise.corrupt(previous, buckets, generator)
     cond = model.slot_hidden(ref_tokens, context, feats, buckets).flatten(0, 1)  # (B*T, N, H)
     targets = frames.flatten(0, 1)
@@ -81,7 +90,7 @@ class SequenceLoss(torch.nn.Module):
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
-                             weight_from=true_prev, head_repeats=tr.head_repeats)
+                             weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade)
 
 
 def _distributed() -> bool:

@@ -65,6 +65,10 @@ class ModelTraining:
     # Extra loss weight on the tokens that changed since the previous frame (0: uniform): the
     # mouth and brows are a few percent of a frame, yet they are what audio and text decide.
     change_weight: float = 0.0
+    # Fade that extra weight out as the context's noise rises (full at σ 0, none at σ_max): with
+    # a context too noisy to copy the whole face, the still expression included, is the model's
+    # to draw from the conditions (training/objective.py).
+    change_fade: bool = False
     # Share of sequences whose history is re-made by the model itself before the loss
     # (Resampling Forcing, training/history.py); 0 is pure teacher forcing.
     rollout: float = 0.0
