@@ -34,6 +34,7 @@ def test_shipped_judge_and_batch_recipes_validate():
     ("train.rollout_passes=0", "train.rollout_passes"),
     ("base=demo_base", "autoencoder.steps"),  # a recipe on a base trains no autoencoder of its own
     ("train.change_weight=-1", "train.change_weight"),
+    ("train.sequence_noise=1.5", "train.sequence_noise"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
@@ -263,6 +264,23 @@ def test_change_fade_leaves_a_frame_at_sigma_max_uniform_and_one_at_zero_fully_w
     plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
     weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), **kw)
     assert torch.allclose(faded, plain, rtol=1e-5) and not torch.allclose(weighted, plain)
+
+
+def test_sequence_noise_gives_every_context_frame_of_a_drawn_sequence_one_level():
+    from midas_cli.training.objective import sequence_loss
+
+    model, ref, frames, feats = _tiny_training_batch()
+    model.noise.cfg.sigma_max = 2.0  # the tiny preset's levels, made non-zero for this test
+    model.noise.levels = torch.linspace(0.0, 2.0, model.noise.cfg.num_buckets)
+    seen = []
+    real = model.noise.corrupt
+    model.noise.corrupt = lambda x, buckets, generator=None: (seen.append(buckets.clone()), real(x, buckets, generator))[1]
+    for share in (0.0, 1.0):
+        sequence_loss(model, ref, frames, frames.clone(), feats, torch.Generator().manual_seed(4), sequence_noise=share)
+    per_frame, per_sequence = seen
+    assert (per_sequence == per_sequence[:, :1]).all()
+    assert (per_frame != per_frame[:, :1]).any(dim=1).all()  # drawn frame by frame otherwise
+    assert torch.equal(per_sequence[:, 0], per_frame[:, 0])  # the sequence's level is its first frame's draw
 
 
 def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):

@@ -39,7 +39,7 @@ def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: 
 def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
                   weight_from: torch.Tensor | None = None, head_repeats: int = 1,
-                  change_fade: bool = False) -> torch.Tensor:
+                  change_fade: bool = False, sequence_noise: float = 0.0) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
@@ -51,6 +51,12 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     """
     b, t = frames.shape[:2]
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
+    if sequence_noise > 0:
+        # one level for every context frame of a sequence: with each frame's level drawn on its
+        # own, some frame of the window is nearly always clean enough to copy the face from
+        # (its expression included), so nothing needs the text
+        whole = torch.rand(b, device=frames.device, generator=generator) < sequence_noise
+        buckets = torch.where(whole[:, None], buckets[:, :1].expand(b, t), buckets)
     fade = 1 - buckets.float() / max(model.cfg.noise.num_buckets - 1, 1) if change_fade else None
     weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight, fade)
     context = model.noise.corrupt(previous, buckets, generator)
@@ -90,7 +96,8 @@ class SequenceLoss(torch.nn.Module):
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
-                             weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade)
+                             weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade,
+                             sequence_noise=tr.sequence_noise)
 
 
 def _distributed() -> bool:

@@ -69,6 +69,9 @@ class ModelTraining:
     # a context too noisy to copy the whole face, the still expression included, is the model's
     # to draw from the conditions (training/objective.py).
     change_fade: bool = False
+    # Share of sequences whose context frames all get one noise level (drawn per sequence) instead
+    # of one each: a whole window too noisy to copy the expression from leaves it to the text.
+    sequence_noise: float = 0.0
     # Share of sequences whose history is re-made by the model itself before the loss
     # (Resampling Forcing, training/history.py); 0 is pure teacher forcing.
     rollout: float = 0.0
@@ -239,6 +242,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
                              "(FSDP shards the model once): leave them as in train")
         if tr.grad_accum < 1:
             raise MidasError(f"{path}: {where}.grad_accum: must be at least 1, got {tr.grad_accum}")
+        if not 0 <= tr.sequence_noise <= 1:
+            raise MidasError(f"{path}: {where}.sequence_noise: must be in [0, 1], got {tr.sequence_noise}")
         if tr.change_weight < 0:
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
     return recipe
