@@ -52,7 +52,7 @@ def test_stream_writes_an_mp4_of_what_came_back_with_latency_figures(server, tmp
     out = tmp_path / "live.mp4"
     r = subprocess.run([sys.executable, "-m", "midas_cli", "stream", url, "--audio", str(tmp_path / "talk.wav"),
                         "--listen-audio", str(tmp_path / "other.wav"), "--prompts", str(tmp_path / "p.json"),
-                        "--out", str(out), "--pace", "4", "--json"], capture_output=True, text=True, timeout=120)
+                        "--out", str(out), "--pace", "2", "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["frames"] == 30 and result["dropped_chunks"] == 0  # 2 s → 5 chunks (the last padded)
