@@ -7,7 +7,7 @@ from midas_cli.errors import MidasError
 from midas_cli.training.recipe import load_recipe, shipped_recipe
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_base", "demo_no_noise"])
+@pytest.mark.parametrize("name", ["demo", "demo_hold", "demo_base", "demo_no_noise"])
 def test_shipped_training_recipes_validate(name):
     recipe = load_recipe(name)
     cfg = recipe.model_config()
@@ -23,6 +23,26 @@ def test_shipped_judge_and_batch_recipes_validate():
     load_judge_recipe(shipped_recipe("judges"))
     jobs = load_batch_recipe(shipped_recipe("render_examples"))
     assert len(jobs) >= 2 and all(j.out.endswith(".mp4") for j in jobs)
+
+
+def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
+    """`recipes/demo.yaml` reproduces the shipped checkpoint: the same model config (its
+    components' weights are referenced from the checkpoint's own sub-folders)."""
+    from midas_cli.model.checkpoint import demo_checkpoint_path
+    from midas_cli.model.config import MidasConfig
+
+    import json
+
+    def plain(cfg):  # tuples and lists alike, as config.json stores them
+        return json.loads(json.dumps(cfg.to_dict()))
+
+    shipped = plain(MidasConfig.load(demo_checkpoint_path() / "config.json"))
+    recipe = plain(load_recipe("demo").model_config())
+    for cfg in (shipped, recipe):
+        for part in ("autoencoder", "audio", "text"):
+            cfg[part].pop("pretrained", None)
+        cfg["autoencoder"].pop("scaling_factor", None)  # measured on the data when it is trained
+    assert shipped == recipe
 
 
 @pytest.mark.parametrize("override, field", [
