@@ -88,3 +88,20 @@ def test_generate_prints_the_domain_warning_once_and_still_renders(tmp_path):
                                  "--out", str(out), "--duration", "0.48"])
     assert r.exit_code == 0, r.output
     assert out.is_file() and r.stderr.count("trained on synthetic faces") == 1
+
+
+def test_a_face_backend_that_cannot_load_leaves_the_centre_crop(monkeypatch, tmp_path):
+    """An installed but unloadable backend (mediapipe's OpenCV without libGL, and no dlib) must not
+    stop `generate`: the photo is centre-cropped as without the extra."""
+    from midas_cli.errors import MidasError
+    from midas_cli.media import framing
+    from midas_cli.prepare import faces
+
+    def broken(name="auto"):
+        raise MidasError("--face-backend mediapipe: cannot load mediapipe (libGL.so.1); install libGL")
+
+    monkeypatch.setattr(faces, "available", lambda: True)
+    monkeypatch.setattr(faces, "face_backend", broken)
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    assert framing.face_box(img, 128, 128) is None
+    assert framing.frame_reference(img, 128, 128).shape == (128, 128, 3)

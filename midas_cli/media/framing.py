@@ -43,14 +43,19 @@ def _centre_box(w: int, h: int, width: int, height: int):
 
 
 def face_box(rgb: np.ndarray, width: int, height: int, backend: str = "auto"):
-    """The (x0, y0, x1, y1) box framing the largest face like training clips, or None (no face / no extra)."""
+    """The (x0, y0, x1, y1) box framing the largest face like training clips, or None (no face, no
+    extra, or one installed that cannot load, e.g. mediapipe's OpenCV without libGL)."""
+    from midas_cli.errors import MidasError
     from midas_cli.prepare import faces
 
     if not faces.available():
         return None
     from midas_cli.prepare.crop import CENTRE, SIDE_PER_FACE
 
-    fb = faces.face_backend(backend)
+    try:
+        fb = faces.face_backend(backend)
+    except MidasError:
+        return None
     h, w = rgb.shape[:2]
     k = min(1.0, DETECT_LONG_SIDE / max(h, w))
     small = rgb if k == 1.0 else np.asarray(_resize(rgb, round(w * k), round(h * k)))
