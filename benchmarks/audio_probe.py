@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe_windows import add_probe_args, judge_latents, load_windows, sample_frames
+
 
 def balanced(pred: np.ndarray, truth: np.ndarray, classes: int = 4) -> float:
     return float(np.mean([(pred[truth == c] == c).mean() for c in range(classes) if (truth == c).any()]))
@@ -31,22 +33,13 @@ def balanced(pred: np.ndarray, truth: np.ndarray, classes: int = 4) -> float:
 
 def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, seed: int) -> dict:
     from midas_cli.evaluation.judges import load_judges
-    from midas_cli.model.autoencoder import tensor_to_images
-    from midas_cli.model.checkpoint import load_model
-    from midas_cli.model.flow import euler_sample
-    from midas_cli.training.shards import encode_dataset, window_loader
 
-    model = load_model(checkpoint).eval()
-    grid = model.cfg.latent_grid
-    shards = encode_dataset(model, data_dir, max_clips=clips)  # the shards training reads (made once)
-    batches = window_loader(shards, chunks=model.cfg.window_chunks + 1, frames_per_chunk=model.cfg.frames_per_chunk,
-                            batch_size=sequences, seed=seed, steps=1, num_workers=0)
-    ref, frames, prev, feats, texts = next(iter(batches))
+    model, (ref, frames, prev, feats, texts) = load_windows(checkpoint, data_dir, clips, sequences, seed)
     b, k = len(texts), len(texts[0])
     judges = load_judges()
 
     def judge(latents: torch.Tensor) -> np.ndarray:
-        return judges.predict(tensor_to_images(model.autoencoder.decode(latents.flatten(0, 1), grid)))["mouth"]
+        return judge_latents(model, judges, latents, "mouth")
 
     with torch.inference_mode():
         feats.text = model.encode_texts([t for row in texts for t in row]).reshape(b, k, -1)
@@ -56,10 +49,7 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, se
             buckets = torch.full(context.shape[:2], model.noise.bucket_for(model.cfg.noise.inference_sigma),
                                  dtype=torch.long)
             ctx = model.noise.corrupt(context, buckets, torch.Generator().manual_seed(seed + 1))
-            cond = model.slot_hidden(ref, ctx, f, buckets)
-            noise = torch.randn(frames.flatten(0, 1).shape, generator=torch.Generator().manual_seed(seed + 2))
-            x = euler_sample(model.head, cond.flatten(0, 1), noise, model.cfg.head.steps, model.cfg.head.time_shift)
-            return judge(x.view_as(frames))
+            return judge(sample_frames(model, ref, ctx, f, buckets, seed + 2))
 
         shuffled = copy.copy(feats)
         shuffled.audio = feats.audio[torch.randperm(b, generator=torch.Generator().manual_seed(seed + 3))]
@@ -74,12 +64,7 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, se
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped demo)")
-    ap.add_argument("--data", type=Path, default=Path("data/synth-train"), help="a manifest folder")
-    ap.add_argument("--clips", type=int, default=12, help="clips to load from it")
-    ap.add_argument("--sequences", type=int, default=16, help="training windows to probe")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_probe_args(ap)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     r = probe(args.checkpoint, args.data, args.clips, args.sequences, args.seed)

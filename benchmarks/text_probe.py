@@ -21,30 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe_windows import add_probe_args, judge_latents, load_windows, sample_frames
+
 
 def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, sigma: float | None,
           seed: int) -> dict:
     from midas_cli.evaluation.judges import load_judges
-    from midas_cli.model.autoencoder import tensor_to_images
-    from midas_cli.model.checkpoint import load_model
-    from midas_cli.model.flow import euler_sample
     from midas_cli.synth.expressions import EXPRESSION_NAMES, EXPRESSION_PROMPTS, expression_of_prompt
-    from midas_cli.training.shards import encode_dataset, window_loader
 
-    model = load_model(checkpoint).eval()
+    model, (ref, frames, prev, feats, texts) = load_windows(checkpoint, data_dir, clips, sequences, seed)
     cfg = model.cfg
     sigma = cfg.noise.sigma_max if sigma is None else sigma
-    shards = encode_dataset(model, data_dir, max_clips=clips)  # the shards training reads (made once)
-    batches = window_loader(shards, chunks=cfg.window_chunks + 1, frames_per_chunk=cfg.frames_per_chunk,
-                            batch_size=sequences, seed=seed, steps=1, num_workers=0)
-    ref, frames, prev, feats, texts = next(iter(batches))
     b, k = len(texts), len(texts[0])
     truth = np.array([[expression_of_prompt(t) for t in row for _ in range(cfg.frames_per_chunk)] for row in texts])
     judges = load_judges()
 
     def judge(latents: torch.Tensor) -> np.ndarray:
-        images = tensor_to_images(model.autoencoder.decode(latents.flatten(0, 1), cfg.latent_grid))
-        return np.asarray(judges.predict(images)["expression"]).reshape(truth.shape)
+        return judge_latents(model, judges, latents, "expression").reshape(truth.shape)
 
     with torch.inference_mode():
         buckets = torch.full(prev.shape[:2], model.noise.bucket_for(sigma), dtype=torch.long)
@@ -52,10 +45,7 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, si
 
         def sample(prompts: list[list[str]]) -> np.ndarray:
             feats.text = model.encode_texts([t for row in prompts for t in row]).reshape(b, k, -1)
-            cond = model.slot_hidden(ref, context, feats, buckets)
-            noise = torch.randn(frames.flatten(0, 1).shape, generator=torch.Generator().manual_seed(seed + 2))
-            x = euler_sample(model.head, cond.flatten(0, 1), noise, cfg.head.steps, cfg.head.time_shift)
-            return judge(x.view_as(frames))
+            return judge(sample_frames(model, ref, context, feats, buckets, seed + 2))
 
         result = {"judge_on_true_frames": float((judge(frames) == truth).mean()),
                   "true_prompts": float((sample(texts) == truth).mean())}
@@ -67,13 +57,8 @@ def probe(checkpoint: str | None, data_dir: Path, clips: int, sequences: int, si
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped demo)")
-    ap.add_argument("--data", type=Path, default=Path("data/synth-train"), help="a manifest folder")
-    ap.add_argument("--clips", type=int, default=12, help="clips to load from it")
-    ap.add_argument("--sequences", type=int, default=16, help="training windows to probe")
+    add_probe_args(ap)
     ap.add_argument("--sigma", type=float, default=None, help="context noise level (default: σ_max)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     r = probe(args.checkpoint, args.data, args.clips, args.sequences, args.sigma, args.seed)
