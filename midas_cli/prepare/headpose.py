@@ -221,15 +221,14 @@ MESH_ROUNDS = 3  # rounds of aligning every frame to the clip's mean mesh and re
 # the head centre (the point whose screen motion is x, y), in units of the outer-eye-corner
 # distance: below the eye line and behind it, as HEAD_CENTRE sits in the 68-point model above
 PIVOT_DOWN, PIVOT_BACK = 50.0 / 450.0, 425.0 / 450.0
-EYE_CORNERS = (33, 263)  # mesh indices of the outer eye corners
 
 
 def rigid_mesh_points(mean_mesh: np.ndarray) -> np.ndarray:
     """Indices of the mesh points that move with the head alone: not the lips, and nothing below
     the mouth corners (the jaw opens with speech)."""
-    from midas_cli.prepare.mesh_faces import LIP_POINTS
+    from midas_cli.prepare.mesh_faces import LIP_POINTS, MOUTH_CORNERS
 
-    mouth_y = mean_mesh[[61, 291], 1].mean()
+    mouth_y = mean_mesh[list(MOUTH_CORNERS), 1].mean()
     keep = np.ones(len(mean_mesh), bool)
     keep[list(LIP_POINTS)] = False
     keep &= mean_mesh[:, 1] < mouth_y
@@ -255,6 +254,8 @@ def mesh_clip_pose(meshes: np.ndarray, crop_side: float, sigma: float = SMOOTH_S
     Procrustes fit); each frame's pose is then the similarity taking the mean to it. The mean,
     not the first frame, is the template, so one frame's mesh error does not shift the whole clip.
     """
+    from midas_cli.prepare.mesh_faces import EYE_CORNERS
+
     meshes = np.asarray(meshes, np.float64)
     mean = meshes[0]
     for _ in range(MESH_ROUNDS):

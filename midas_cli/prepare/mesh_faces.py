@@ -30,6 +30,8 @@ IBUG_FROM_MESH = np.array([
 LIP_POINTS = frozenset({0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
                         185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375,
                         402, 405, 409, 415})
+EYE_CORNERS = (33, 263)  # the outer eye corners (iBUG 36 and 45)
+MOUTH_CORNERS = (61, 291)  # iBUG 48 and 54
 CROP_PER_BOX = 1.8  # the mesh model reads a square this many detector-box sides wide
 CROP_PER_FACE = 4.5  # ... or this many eye-to-mouth distances, around a tracked face
 
