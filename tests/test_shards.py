@@ -296,3 +296,41 @@ def test_the_frame_stream_is_deterministic_resumes_at_a_step_and_includes_refere
     pool, _ = stream.pool(0)
     refs = {load_reference(tiny_source / e["ref"], 64, 64).tobytes() for e in read_manifest(tiny_source)}
     assert len(pool) == 2 * 38 + 2 and {pool[-1].tobytes(), pool[-2].tobytes()} <= refs
+
+
+def test_foreign_context_gives_a_share_of_windows_the_context_of_another_stretch_of_their_clip():
+    kw = {"chunks": 2, "frames_per_chunk": 6, "batch_size": 8, "seed": 3}
+    frames = np.array([40, 10, 100, 18])
+    plain = shards.WindowSampler(frames, **kw)
+    every = shards.WindowSampler(frames, **kw, foreign_context=1.0)
+    some = shards.WindowSampler(frames, **kw, foreign_context=0.5)
+    assert shards.WindowSampler(frames, **kw, foreign_context=0.0).batch(2) == plain.batch(2)
+    moved = 0
+    for step in range(20):
+        own = plain.batch(step)
+        for sampler in (every, some):
+            got = sampler.batch(step)
+            assert [d[:2] for d in got] == own  # the same windows; only their context moves
+            for clip, start, *elsewhere in got:
+                if elsewhere:
+                    (at,) = elsewhere
+                    # chunk-aligned, a whole window inside the clip, overlapping none of its own frames
+                    assert at % 6 == 0 and at + 12 <= frames[clip] and abs(at - start) >= 12
+        # clip 3's windows start at 0 or 6: no stretch a window away, so they keep their own context
+        moved += sum(len(d) == 3 for d in every.batch(step))
+        assert all((len(d) == 3) == (d[0] != 3) for d in every.batch(step))
+    share = np.mean([len(d) == 3 for step in range(20) for d in some.batch(step) if d[0] != 3])
+    assert moved > 80 and 0.3 < share < 0.7
+
+
+def test_a_foreign_window_has_its_own_targets_and_the_other_stretch_as_context(encoded, expected):
+    _, folder = encoded
+    index = shards.ShardIndex.load(folder)
+    ds = shards.WindowDataset(index, chunks=2, frames_per_chunk=6)
+    c = int(np.argmax(index.clip_frames))
+    for start, at in ((12, 0), (0, 18)):
+        got, own, there = ds[(c, start, at)], ds[(c, start)], ds[(c, at)]
+        assert torch.equal(got[1], own[1]) and torch.equal(got[2], there[2]) and not torch.equal(got[2], own[2])
+        for g, o in zip(got[3:6], own[3:6]):  # conditions and prompts: the window's own
+            assert torch.equal(g, o)
+        assert got[6] == own[6] and torch.equal(got[0], own[0])

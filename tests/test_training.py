@@ -55,6 +55,7 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("base=demo_base", "autoencoder.steps"),  # a recipe on a base trains no autoencoder of its own
     ("train.change_weight=-1", "train.change_weight"),
     ("train.sequence_noise=1.5", "train.sequence_noise"),
+    ("train.foreign_context=-0.1", "train.foreign_context"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
@@ -223,6 +224,31 @@ def test_loss_with_rollout_is_the_flow_loss_on_the_remade_history():
     assert not torch.allclose(loss, plain)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
+
+
+def test_a_foreign_context_is_what_the_model_sees_while_the_change_weights_measure_the_true_frames():
+    """A window given another stretch's context (`foreign_context`): the loss is the flow loss
+    with that context, the change weights still measured against the window's own previous
+    frames (slots 1.. are its frames 0..T-2)."""
+    from midas_cli.training.objective import SequenceLoss as _LossModule
+    from midas_cli.training.objective import sequence_loss
+    from midas_cli.training.recipe import ModelTraining
+
+    model, ref, frames, feats = _tiny_training_batch()
+    own = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    foreign = torch.randn_like(frames)
+    tr = ModelTraining(change_weight=4.0)
+    torch.manual_seed(7)
+    loss = _LossModule(model)(ref, frames, foreign, feats, [["smile"] * 2] * 2, tr)
+    weight_from = torch.cat([foreign[:, :1], frames[:, :-1]], dim=1)
+    torch.manual_seed(7)
+    expected = sequence_loss(model, ref, frames, foreign, feats, change_weight=4.0, weight_from=weight_from)
+    torch.manual_seed(7)
+    weighed_by_foreign = sequence_loss(model, ref, frames, foreign, feats, change_weight=4.0)
+    torch.manual_seed(7)
+    own_context = sequence_loss(model, ref, frames, own, feats, change_weight=4.0)
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, weighed_by_foreign) and not torch.allclose(loss, own_context)
 
 
 def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):

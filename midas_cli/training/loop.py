@@ -295,7 +295,8 @@ class TrainingRun:
         batches = iter(window_loader(shards, chunks=chunks, frames_per_chunk=self.cfg.frames_per_chunk,
                                      batch_size=tr.batch_size, seed=recipe.seed * 1000 + 104729 * index,
                                      rank=self.rank, world=self.world, start_step=step * tr.grad_accum,
-                                     steps=tr.steps * tr.grad_accum, num_workers=recipe.data.workers))
+                                     steps=tr.steps * tr.grad_accum, num_workers=recipe.data.workers,
+                                     foreign_context=tr.foreign_context))
         meter, smooth = IntervalMeter(), None
         tokens = chunks * self.cfg.tokens_per_chunk
         while step < tr.steps:

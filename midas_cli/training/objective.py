@@ -83,7 +83,9 @@ class SequenceLoss(torch.nn.Module):
         b, k = len(texts), len(texts[0])
         flat = [t for row in texts for t in row]
         feats.text = self.model.encode_texts(flat).reshape(b, k, -1)
-        true_prev = prev
+        # the true previous frames, which the change weights are measured against: `prev` itself
+        # for a window's own context; not the frames a re-made or foreign context shows instead
+        true_prev = torch.cat([prev[:, :1], frames[:, :-1]], dim=1)
         if tr.rollout > 0:
             use = torch.rand(b, device=frames.device) < tr.rollout
             if _distributed():

@@ -72,6 +72,11 @@ class ModelTraining:
     # Share of sequences whose context frames all get one noise level (drawn per sequence) instead
     # of one each: a whole window too noisy to copy the expression from leaves it to the text.
     sequence_noise: float = 0.0
+    # Share of sequences whose context frames come from another stretch of the same clip (same
+    # face, other expression, pose and mouth): where the context disagrees with the target, the
+    # expression has to come from the text and the motion from audio and pose, as after a prompt
+    # change at inference, where the history still shows the old expression.
+    foreign_context: float = 0.0
     # Share of sequences whose history is re-made by the model itself before the loss
     # (Resampling Forcing, training/history.py); 0 is pure teacher forcing.
     rollout: float = 0.0
@@ -244,6 +249,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.grad_accum: must be at least 1, got {tr.grad_accum}")
         if not 0 <= tr.sequence_noise <= 1:
             raise MidasError(f"{path}: {where}.sequence_noise: must be in [0, 1], got {tr.sequence_noise}")
+        if not 0 <= tr.foreign_context <= 1:
+            raise MidasError(f"{path}: {where}.foreign_context: must be in [0, 1], got {tr.foreign_context}")
         if tr.change_weight < 0:
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
     return recipe

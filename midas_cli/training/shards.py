@@ -373,15 +373,24 @@ class WindowDataset(torch.utils.data.Dataset):
         return len(self.index.clip_id)
 
     def __getitem__(self, descriptor):
-        c, start = descriptor
+        """descriptor (clip, start) or (clip, start, context_start): the window's own context, or
+        the context frames of the window at context_start (`foreign_context`)."""
+        c, start, *elsewhere = descriptor
         k, f = self.k, self.f
         length = k * f
         cid = self.index.clip_id[c]
         h = self._reader(self.index.shards[self.index.clip_shard[c]])
         ref = h.get_tensor(f"{cid}.ref")
-        lat = h.get_slice(f"{cid}.latents")[max(start - 1, 0):start + length]
+        latents = h.get_slice(f"{cid}.latents")
+
+        def context(at):  # each slot's input: the frame before it, the reference before frame 0
+            lat = latents[max(at - 1, 0):at + length]
+            return lat, (torch.cat([ref[None], lat[:-1]]) if at == 0 else lat[:-1])
+
+        lat, prev = context(start)
         frames = lat[-length:]
-        prev = torch.cat([ref[None], frames[:-1]]) if start == 0 else lat[:-1]
+        if elsewhere:
+            prev = context(elsewhere[0])[1]
         audio, listen, pose = (h.get_slice(f"{cid}.{name}")[start:start + length].reshape(k, f, -1)
                                for name in ("audio", "listen", "pose"))
         runs = self.index.clip_prompts[c]
@@ -420,10 +429,12 @@ class WindowSampler:
     rank: int = 0
     start_step: int = 0
     steps: int | None = None  # None: endless
+    # share of windows that get the context of another, non-overlapping window of the same clip
+    foreign_context: float = 0.0
     eligible: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        length = self.chunks * self.frames_per_chunk
+        self.length = length = self.chunks * self.frames_per_chunk
         self.eligible = np.flatnonzero(self.clip_frames >= length)
         if len(self.eligible) == 0:
             raise MidasError(f"every clip is shorter than {self.chunks} chunks ({length / FPS:.2f} s)")
@@ -433,7 +444,16 @@ class WindowSampler:
         rng = np.random.default_rng([self.seed, self.rank, step])
         pick = rng.integers(0, len(self.eligible), self.batch_size)
         starts = self.frames_per_chunk * rng.integers(0, self._starts[pick])  # chunk-aligned, as generation
-        return [(int(self.eligible[p]), int(s)) for p, s in zip(pick, starts)]
+        batch = [(int(self.eligible[p]), int(s)) for p, s in zip(pick, starts)]
+        if self.foreign_context > 0:
+            # a stream of its own, so the windows themselves are those of foreign_context 0
+            other = np.random.default_rng([self.seed, self.rank, step, 1])
+            for i, (p, s) in enumerate(zip(pick, starts)):
+                if other.random() < self.foreign_context:
+                    far = [j for j in range(self._starts[p]) if abs(j * self.frames_per_chunk - s) >= self.length]
+                    if far:
+                        batch[i] += (int(self.frames_per_chunk * far[other.integers(len(far))]),)
+        return batch
 
     def __iter__(self):
         step = self.start_step
@@ -477,14 +497,17 @@ class WindowLoader:
 def window_loader(folder: Path | str, *, chunks: int, frames_per_chunk: int, batch_size: int, seed: int,
                   rank: int = 0, world: int = 1, start_step: int = 0, steps: int | None = None,
                   num_workers: int = 2, prefetch_factor: int = 4, preload: bool = False,
-                  pin_memory: bool = False) -> WindowLoader:
+                  pin_memory: bool = False, foreign_context: float = 0.0) -> WindowLoader:
     """Batches of training windows from this rank's shards, read ahead by `num_workers` processes.
 
     Batch s is the same whatever `num_workers`, and `start_step=s` starts at it (exact resume).
+    foreign_context: the share of windows whose context frames come from another window of the
+    same clip (`WindowSampler`).
     """
     index = ShardIndex.load(folder).for_rank(rank, world)
     dataset = WindowDataset(index, chunks, frames_per_chunk, preload=preload)
-    sampler = WindowSampler(index.clip_frames, chunks, frames_per_chunk, batch_size, seed, rank, start_step, steps)
+    sampler = WindowSampler(index.clip_frames, chunks, frames_per_chunk, batch_size, seed, rank, start_step, steps,
+                            foreign_context)
     extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
     # its own generator: starting the workers must not draw from the training's torch RNG, or a
     # resumed run (which starts them at another point of that stream) would not be exact
