@@ -28,10 +28,10 @@ def test_shipped_judge_and_batch_recipes_validate():
 def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     """`recipes/demo.yaml` reproduces the shipped checkpoint: the same model config (its
     components' weights are referenced from the checkpoint's own sub-folders)."""
+    import json
+
     from midas_cli.model.checkpoint import demo_checkpoint_path
     from midas_cli.model.config import MidasConfig
-
-    import json
 
     def plain(cfg):  # tuples and lists alike, as config.json stores them
         return json.loads(json.dumps(cfg.to_dict()))
