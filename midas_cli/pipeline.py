@@ -233,14 +233,16 @@ def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
     return (voice * envelope).astype(np.float32)
 
 
-def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | None = None):
-    """A `generate(case) -> uint8 (T, H, W, 3)` callable for `midas_cli.evaluation.evaluate`."""
+def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | None = None,
+                    steps: int | None = None):
+    """A `generate(case) -> uint8 (T, H, W, 3)` callable for `midas_cli.evaluation.evaluate`;
+    `steps`: the head's Euler steps per frame (None: the checkpoint's)."""
 
     def generate(case) -> np.ndarray:
         inputs = RenderInputs(ref=case.ref, audio=case.audio, n_frames=case.n_frames, listen_audio=case.listen_audio,
                               pose=case.pose, prompts=list(case.prompts))
         frames: list[np.ndarray] = []
-        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma)
+        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma, steps=steps)
         return np.stack(frames)
 
     return generate
@@ -270,12 +272,14 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
 
 
 def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
-                        device: str = "auto", reconstruct: bool = False, context_sigma: float | None = None):
+                        device: str = "auto", reconstruct: bool = False, context_sigma: float | None = None,
+                        steps: int | None = None):
     """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
 
     `noise_injection=False` feeds generated context frames clean (σ = 0) at inference, and
     `context_sigma` gives them that level instead of the checkpoint's `noise.inference_sigma`;
-    `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`).
+    `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`);
+    `steps`: the head's Euler steps per frame (None: the checkpoint's).
     """
     from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
@@ -284,4 +288,4 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
     if reconstruct:
         return reconstruction_generator(model)
-    return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0)
+    return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0, steps=steps)

@@ -147,3 +147,19 @@ def test_autoencoder_baseline_scores_the_checkpoints_reconstructions(capsys):
     assert result["pose_err"] < static["pose_err"]
     with pytest.raises(MidasError, match="'autoencoder'"):
         eval_cmd(baseline="perfect", json_out=True, cases=1, seconds=1.0)
+
+
+def test_eval_head_steps_reach_the_render(tiny_model):
+    """`midas eval --steps`: the head's Euler steps of the scored rollout (None: the checkpoint's)."""
+    import torch
+
+    from midas_cli.pipeline import model_generator
+
+    with torch.no_grad():  # a head that moves its sample (a fresh one predicts velocity 0)
+        torch.nn.init.normal_(tiny_model.head.final_layer.linear.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    case = make_eval_cases(1, 1.0, 0, tiny_model.cfg.autoencoder.width)[0]
+    default = model_generator(tiny_model, seed=3)(case)
+    same = model_generator(tiny_model, seed=3, steps=tiny_model.cfg.head.steps)(case)
+    one = model_generator(tiny_model, seed=3, steps=1)(case)
+    assert np.array_equal(default, same)
+    assert not np.array_equal(default, one)

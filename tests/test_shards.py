@@ -159,6 +159,14 @@ def test_a_changed_autoencoder_encodes_into_a_new_key_folder(tiny_source, model,
     assert torch.equal(a["train-000000"]["audio"], b["train-000000"]["audio"])
 
 
+def test_a_changed_decoder_keeps_the_key_of_the_latents(model):
+    """The latents depend on the encoder only: a decoder phase must not re-encode the data."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.autoencoder.dcae.decoder.parameters()).add_(0.01)
+    assert shards.dataset_key(other) == shards.dataset_key(model)
+
+
 def test_two_ranks_encode_the_same_data_and_read_disjoint_shards(tiny_source, model, expected, tmp_path):
     data = _copy(tiny_source, tmp_path)
     for rank in (0, 1):

@@ -56,6 +56,8 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("train.change_weight=-1", "train.change_weight"),
     ("train.sequence_noise=1.5", "train.sequence_noise"),
     ("train.foreign_context=-0.1", "train.foreign_context"),
+    ("decoder.latent_noise=-1", "decoder"),
+    ("decoder.steps=x", "decoder.steps"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
@@ -424,3 +426,70 @@ def test_autoencoder_init_from_a_checkpoint_without_one_is_a_one_line_error(tiny
     (ckpt / "config.json").write_text("{}")  # a checkpoint folder whose autoencoder/ is missing
     with pytest.raises(MidasError, match=r"autoencoder\.init_from: .*ckpt/autoencoder is not an autoencoder folder"):
         train(_recipe(tiny_data, tmp_path / "run", 10, ["eval=null", f"autoencoder.init_from={ckpt}"]), log=lambda m: None)
+
+
+def test_the_decoder_step_leaves_the_encoder_without_gradients_and_noises_the_latents():
+    from midas_cli.model.autoencoder import FrameAutoencoder, build_dcae
+    from midas_cli.model.config import preset
+    from midas_cli.training.objective import ReconstructionLoss
+
+    torch.manual_seed(0)
+    cfg = preset("tiny").autoencoder
+    ae = FrameAutoencoder(build_dcae(cfg), cfg.patch_size)
+    x = torch.rand(2, 3, cfg.height, cfg.width) * 2 - 1
+    loss, rec = ReconstructionLoss(ae, frozen_encoder=True)(x)
+    loss.backward()
+    assert all(p.grad is None for p in ae.dcae.encoder.parameters())
+    assert all(p.grad is not None for p in ae.dcae.decoder.parameters())
+    with torch.no_grad():
+        plain = ae.dcae.decode(ae.dcae.encode(x, return_dict=False)[0], return_dict=False)[0]
+        noisy = ReconstructionLoss(ae, frozen_encoder=True, latent_noise=0.5)(x)[1]
+    assert torch.allclose(rec.detach(), plain)
+    assert not torch.allclose(noisy, plain, atol=1e-3)
+
+
+def test_the_decoder_phase_trains_the_decoder_alone_and_resumes_exactly(tiny_data, tmp_path):
+    """`decoder.steps`: after the model phases, only the decoder moves — the encoder (so the
+    latents), the latent scale and the model are those of the same run without the phase — its
+    reconstruction gets better, and a run killed mid-way resumes to the same weights."""
+    from midas_cli.model.autoencoder import images_to_tensor
+    from midas_cli.model.checkpoint import load_model
+    from midas_cli.training.frames import frame_loader
+    from midas_cli.training.loop import train
+
+    dec = ["eval=null", "decoder.steps=20", "decoder.batch_size=2", "decoder.lr=0.003", "decoder.warmup=2",
+           "decoder.log_every=5", "decoder.latent_noise=0.1", "decoder.edge_weight=5.0"]
+    without = train(_recipe(tiny_data, tmp_path / "plain", 10, ["eval=null"]), log=lambda m: None)
+    logs = []
+    straight = train(_recipe(tiny_data, tmp_path / "a", 10, dec), log=logs.append)
+    assert any(m.startswith("decoder step 20/20") for m in logs)
+    before, after = load_model(without / "checkpoint"), load_model(straight / "checkpoint")
+    assert after.autoencoder.scaling_factor == before.autoencoder.scaling_factor
+    old, new = before.state_dict(), after.state_dict()
+    moved = {k for k in old if not torch.equal(old[k], new[k])}
+    assert moved and all(k.startswith("autoencoder.dcae.decoder.") for k in moved), sorted(moved)[:5]
+
+    frames = next(iter(frame_loader(tiny_data, width=64, height=64, batch_size=8, seed=5, steps=1, num_workers=0)))
+    x = images_to_tensor(frames)
+    with torch.no_grad():
+        errors = [(m.autoencoder.dcae(x).sample - x).abs().mean().item() for m in (before, after)]
+    assert errors[1] < errors[0] * 0.9, errors
+
+    with pytest.raises(Killed):
+        train(_recipe(tiny_data, tmp_path / "b", 10, dec), log=_kill_at("decoder step 15/"))
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert state["phase"] == "decoder" and state["step"] == 10
+    resumed = []
+    train(_recipe(tiny_data, tmp_path / "b", 10, dec), log=resumed.append)
+    assert any("resuming: phase decoder, step 10" in m for m in resumed)
+    assert not any(m.startswith(("model step", "autoencoder step", "latents and conditions")) for m in resumed)
+    # and the phase added to the finished run without it: no model step, no encoding, same decoder
+    added = []
+    train(_recipe(tiny_data, tmp_path / "plain", 10, dec), log=added.append)
+    assert not any(m.startswith(("model step", "autoencoder step", "latents and conditions")) for m in added)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
+    for other in ("b", "plain"):
+        b = torch.load(tmp_path / other / "train_state.pt", weights_only=True)
+        assert a["step"] == b["step"] == 20
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (other, k)

@@ -68,6 +68,9 @@ def eval_cmd(
     context_noise: Annotated[Optional[float], typer.Option(
         "--context-noise", min=0.0, help="Noise level σ given to generated context frames "
         "(default: the checkpoint's noise.inference_sigma).")] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", min=1, help="Diffusion-head Euler steps per frame (default: the checkpoint's, "
+        "4).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with all metrics on stdout (nothing else).")] = False,
     size: Annotated[int, typer.Option(
@@ -100,7 +103,7 @@ def eval_cmd(
         pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
                                        seed=seed, device=device, reconstruct=baseline == "autoencoder",
-                                       context_sigma=context_noise)
+                                       context_sigma=context_noise, steps=steps)
         name = checkpoint or "demo"
         if baseline is not None:
             name = f"baseline:{baseline}({name})"
@@ -108,7 +111,7 @@ def eval_cmd(
         eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     result = evaluate(generate, eval_cases, progress=True)
     result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
-              "context_noise": context_noise,
+              "context_noise": context_noise, "steps": steps,
               "seed": seed, "size": size, **result}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

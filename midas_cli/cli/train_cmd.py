@@ -1,4 +1,4 @@
-"""`midas train RECIPE [key=value ...]`: train the autoencoder, then the model, from a recipe."""
+"""`midas train RECIPE [key=value ...]`: train the autoencoder, the model (and the decoder), from a recipe."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def train_cmd(
     validate: Annotated[bool, typer.Option("--validate", help="Only check the recipe and exit.")] = False,
 ):
     """Train from a recipe: synthesise data if needed, train the autoencoder, encode the latents
-    into shards on disk (as `midas encode-dataset` does), then train the model.
+    into shards on disk (as `midas encode-dataset` does), then train the model, and last (with
+    decoder.steps) fine-tune the autoencoder's decoder alone, its encoder and the model unchanged.
 
     Checkpoints go to OUTPUT/checkpoint (loadable by every command); running the same recipe
     again resumes from OUTPUT/train_state.pt. Metrics go to OUTPUT/metrics.jsonl (and TensorBoard

@@ -4,6 +4,7 @@
     TrainingRun.train_autoencoder()  phase "autoencoder": the DC-AE on frames of the data
     TrainingRun.encode_dataset()     latents and condition features into shards on disk
     TrainingRun.train_model()        phases "model", "finetune1", …: the autoregressive model
+    TrainingRun.train_decoder()      phase "decoder": the DC-AE's decoder alone (encoder frozen)
     TrainingRun.save_checkpoint()    OUTPUT/checkpoint/, loadable by every command
 
 State — phase, step, model, optimizer, every RNG — is written atomically to
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from midas_cli.errors import MidasError
+from midas_cli.model.autoencoder import images_to_tensor
+from midas_cli.training.frames import frame_loader
 from midas_cli.training.objective import ReconstructionLoss, SequenceLoss
 from midas_cli.training.recipe import TrainRecipe, load_recipe
 from midas_cli.training.state import (cosine_lr, load_train_state, rng_state, save_train_state, seed_everything,
@@ -67,6 +70,7 @@ class TrainingRun:
         with self.metrics:
             self.train_autoencoder()
             self.train_model()
+            self.train_decoder()
         if self.rank == 0 and not (self.out / "checkpoint").exists():
             self.save_checkpoint()
         if self.world > 1:
@@ -145,11 +149,7 @@ class TrainingRun:
 
     # ---- phase "autoencoder" ----------------------------------------------------------------
     def train_autoencoder(self) -> None:
-        from midas_cli.model.autoencoder import images_to_tensor
-        from midas_cli.training.frames import frame_loader
-
-        ae_cfg, recipe, device = self.recipe.autoencoder, self.recipe, self.device
-        ae = self.model.autoencoder
+        ae_cfg, ae = self.recipe.autoencoder, self.model.autoencoder
         r = int(ae.dcae.spatial_compression_ratio)
         if ae_cfg.crop is not None and (ae_cfg.crop % r or not r <= ae_cfg.crop <= min(self.cfg.autoencoder.height,
                                                                                        self.cfg.autoencoder.width)):
@@ -159,57 +159,93 @@ class TrainingRun:
         if ae_cfg.steps == 0:
             self.phase = "model"
             return
-        opt = torch.optim.AdamW(ae.parameters(), lr=ae_cfg.lr, weight_decay=0.0)
-        step, state = 0, self.state
-        if state is not None and state["phase"] == "autoencoder":
-            opt.load_state_dict(state["optimizer"])
-            self._restore_rng(state)
-            step = state["step"]
         ae.train()
-        step_loss = ReconstructionLoss(ae, ae_cfg.edge_weight)
-        if self.world > 1:  # each rank its own frames, gradients averaged
-            step_loss = torch.nn.parallel.DistributedDataParallel(
-                step_loss, device_ids=[device.index] if device.type == "cuda" else None)
-        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
-        frames = frame_loader(self.data_dir, **size, batch_size=ae_cfg.batch_size, seed=recipe.seed + 17,
-                              rank=self.rank, world=self.world, start_step=step, steps=ae_cfg.steps,
-                              num_workers=recipe.data.workers, max_clips=recipe.data.max_clips)
-        for batch in frames:
-            # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
-            aug = np.random.default_rng([recipe.seed + 17, self.rank, step])
-            x = images_to_tensor(batch, device)
-            if aug.random() < 0.5:  # mirrored faces are faces too
-                x = x.flip(-1)
-            if ae_cfg.crop:
-                i, j = aug.integers(0, x.shape[-2] - ae_cfg.crop + 1), aug.integers(0, x.shape[-1] - ae_cfg.crop + 1)
-                x = x[..., i:i + ae_cfg.crop, j:j + ae_cfg.crop]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss, rec = step_loss(x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, ae_cfg.steps, 50, ae_cfg.lr)
-            opt.step()
-            step += 1
-            if step % ae_cfg.log_every == 0 or step == ae_cfg.steps:
-                with torch.no_grad():
-                    psnr = 10 * torch.log10(4.0 / F.mse_loss(rec.float().clamp(-1, 1), x)).item()
-                self.log(f"autoencoder step {step}/{ae_cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} dB")
-                self.metrics.log("autoencoder", step, loss=loss.item(), psnr_db=psnr, lr=opt.param_groups[0]["lr"])
-            if step % recipe.checkpoint_every == 0 or step == ae_cfg.steps:
-                rng = self._rng_states()  # every rank takes part
-                if self.rank == 0:
-                    save_train_state(self.state_path, {"phase": "autoencoder", "step": step,
-                                                       "model": self.model.state_dict(),
-                                                       "optimizer": opt.state_dict(), **rng})
+        self._reconstruction_steps("autoencoder", ae_cfg, list(ae.parameters()),
+                                   ReconstructionLoss(ae, ae_cfg.edge_weight), seed=self.recipe.seed + 17,
+                                   warmup=50, crop=ae_cfg.crop)
         ae.eval()
+        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
         self._set_latent_scale(frame_loader(self.data_dir, **size, batch_size=32, seed=0, steps=8, num_workers=0,
-                                            max_clips=recipe.data.max_clips))
+                                            max_clips=self.recipe.data.max_clips))
         self.phase, self.state = "model", None
         rng = self._rng_states()
         if self.rank == 0:
             save_train_state(self.state_path, {"phase": "model", "step": 0, "model": self.model.state_dict(),
                                                "optimizer": None, **rng, "scaling_factor": ae.scaling_factor})
+
+    # ---- phase "decoder" --------------------------------------------------------------------
+    def train_decoder(self) -> None:
+        """The decoder alone on the data's frames, after the model phases; the encoder, the latent
+        scale and the model stay as they are (`DecoderTraining`)."""
+        dec, ae = self.recipe.decoder, self.model.autoencoder
+        if dec.steps == 0:
+            return
+        if self.state is None or self.state["phase"] != "decoder":
+            # a stream of its own: the same decoder whether the phase follows the model phases in
+            # one run or is added to a finished run later
+            torch.manual_seed(self.recipe.seed * 1000 + 89 + self.rank)
+        ae.eval()
+        ae.dcae.decoder.train()  # the encoder's layers stay in eval mode: its latents must not move
+        params = list(ae.dcae.decoder.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise)
+        self._reconstruction_steps("decoder", dec, params, loss, seed=self.recipe.seed + 23, warmup=dec.warmup,
+                                   keep_checkpoints=True)
+        ae.requires_grad_(False).eval()
+        self.phase, self.state = "decoder", None
+
+    def _reconstruction_steps(self, phase: str, cfg, params: list, step_loss, seed: int, warmup: int,
+                              crop: int | None = None, keep_checkpoints: bool = False) -> None:
+        """`cfg.steps` optimizer steps of `params` on the pixel loss of `step_loss` (frames →
+        (loss, reconstruction)), resumable; the autoencoder phase's and the decoder phase's."""
+        recipe, device = self.recipe, self.device
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        step, state = 0, self.state
+        if state is not None and state["phase"] == phase:
+            opt.load_state_dict(state["optimizer"])
+            self._restore_rng(state)
+            step = state["step"]
+        if self.world > 1:  # each rank its own frames, gradients averaged
+            step_loss = torch.nn.parallel.DistributedDataParallel(
+                step_loss, device_ids=[device.index] if device.type == "cuda" else None)
+        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
+        frames = frame_loader(self.data_dir, **size, batch_size=cfg.batch_size, seed=seed,
+                              rank=self.rank, world=self.world, start_step=step, steps=cfg.steps,
+                              num_workers=recipe.data.workers, max_clips=recipe.data.max_clips)
+        for batch in frames:
+            # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
+            aug = np.random.default_rng([seed, self.rank, step])
+            x = images_to_tensor(batch, device)
+            if aug.random() < 0.5:  # mirrored faces are faces too
+                x = x.flip(-1)
+            if crop:
+                i, j = aug.integers(0, x.shape[-2] - crop + 1), aug.integers(0, x.shape[-1] - crop + 1)
+                x = x[..., i:i + crop, j:j + crop]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, rec = step_loss(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(step, cfg.steps, warmup, cfg.lr)
+            opt.step()
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                with torch.no_grad():
+                    psnr = 10 * torch.log10(4.0 / F.mse_loss(rec.float().clamp(-1, 1), x)).item()
+                self.log(f"{phase} step {step}/{cfg.steps} loss {loss.item():.4f} psnr {psnr:.2f} dB")
+                self.metrics.log(phase, step, loss=loss.item(), psnr_db=psnr, lr=opt.param_groups[0]["lr"])
+            if step % recipe.checkpoint_every == 0 or step == cfg.steps:
+                rng = self._rng_states()  # every rank takes part
+                if self.rank == 0:
+                    save_train_state(self.state_path, {"phase": phase, "step": step,
+                                                       "model": self.model.state_dict(),
+                                                       "optimizer": opt.state_dict(), **rng,
+                                                       "scaling_factor": self.model.autoencoder.scaling_factor})
+                    if keep_checkpoints:
+                        self.save_checkpoint(f"{phase}-{step}" if recipe.keep_checkpoints else None)
+                if self.world > 1:
+                    torch.distributed.barrier()
 
     def _set_latent_scale(self, frames) -> None:
         """Unit-variance latents: the scaling factor from the data, as DC-AE's release does."""
@@ -252,8 +288,12 @@ class TrainingRun:
     # ---- phases "model", "finetune1", … ------------------------------------------------------
     def train_model(self) -> None:
         self.model.autoencoder.requires_grad_(False).eval()
-        shards = self.encode_dataset()
         phases = self.recipe.phases()
+        (last, last_tr), state = phases[-1], self.state
+        if self.phase == "decoder" or (state is not None and state["phase"] == last and state["step"] >= last_tr.steps
+                                       and last_tr.steps > 0):
+            return  # every model phase finished in an earlier run: nothing to encode the data for
+        shards = self.encode_dataset()
         names = [name for name, _ in phases]
         for index, (name, tr) in enumerate(phases):
             if self.phase in names and names.index(self.phase) > index:

@@ -122,14 +122,23 @@ def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edg
 
 
 class ReconstructionLoss(torch.nn.Module):
-    """The autoencoder phase's step as a module's forward (for DDP): frames → (loss, reconstruction)."""
+    """The autoencoder phase's step as a module's forward (for DDP): frames → (loss, reconstruction).
 
-    def __init__(self, autoencoder, edge_weight: float = 0.0):
+    `frozen_encoder`: the decoder phase's step — the latents are computed without gradients (the
+    encoder stays exactly as it is) and get `latent_noise` (in units of the scaled, unit-variance
+    latents the model draws) before they are decoded."""
+
+    def __init__(self, autoencoder, edge_weight: float = 0.0, frozen_encoder: bool = False,
+                 latent_noise: float = 0.0):
         super().__init__()
         self.autoencoder, self.edge_weight = autoencoder, edge_weight
+        self.frozen_encoder, self.latent_noise = frozen_encoder, latent_noise
 
     def forward(self, x):
         dcae = self.autoencoder.dcae
-        z = dcae.encode(x, return_dict=False)[0]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
+            z = dcae.encode(x, return_dict=False)[0]
+        if self.latent_noise > 0:
+            z = z + (self.latent_noise / self.autoencoder.scaling_factor) * torch.randn_like(z)
         rec = dcae.decode(z, return_dict=False)[0]
         return reconstruction_loss(rec, x, z, self.edge_weight), rec

@@ -54,6 +54,24 @@ class AutoencoderTraining:
 
 
 @dataclass
+class DecoderTraining:
+    """The autoencoder's decoder alone, fine-tuned after the model phases (phase "decoder"). The
+    encoder is frozen, so the latents — and the model trained on them — stay exactly as they are,
+    while what the model draws is decoded sharper: the ceiling every score shares rises without
+    retraining the model. 0 steps: no such phase."""
+
+    steps: int = 0
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 50
+    edge_weight: float = 0.0  # as autoencoder.edge_weight
+    # Gaussian noise added to the latents the decoder sees, in units of the model's (unit-variance)
+    # latents: a decoder that meets only exact encodings may decode a generated latent worse.
+    latent_noise: float = 0.0
+    log_every: int = 50
+
+
+@dataclass
 class ModelTraining:
     steps: int = 3000
     batch_size: int = 8
@@ -118,6 +136,7 @@ class TrainRecipe:
     # Further model phases after `train`, in order: each continues from the weights the one
     # before it left, with its own optimizer, schedule and random stream.
     finetune: list = field(default_factory=list)
+    decoder: DecoderTraining = field(default_factory=DecoderTraining)  # after the model phases
     # "auto" (the default): on when the data is synthetic (data.synth is set), off otherwise, since
     # the judges score against the synthetic world's truth. null: off; a section: on. Resolved when
     # the recipe is built, so a TrainRecipe's eval is always a section or None.
@@ -227,6 +246,10 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
         raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
                          f"base's autoencoder), got {recipe.autoencoder.steps}")
+    dec = recipe.decoder
+    if dec.steps < 0 or dec.batch_size < 1 or dec.lr <= 0 or dec.latent_noise < 0 or dec.edge_weight < 0:
+        raise MidasError(f"{path}: decoder: steps must be >= 0, batch_size >= 1, lr > 0, latent_noise and "
+                         "edge_weight >= 0")
     recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
                        for i, ft in enumerate(recipe.finetune)]
     for i, (_, tr) in enumerate(recipe.phases()):
