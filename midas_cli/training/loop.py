@@ -164,9 +164,8 @@ class TrainingRun:
                                    ReconstructionLoss(ae, ae_cfg.edge_weight), seed=self.recipe.seed + 17,
                                    warmup=50, crop=ae_cfg.crop)
         ae.eval()
-        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
-        self._set_latent_scale(frame_loader(self.data_dir, **size, batch_size=32, seed=0, steps=8, num_workers=0,
-                                            max_clips=self.recipe.data.max_clips))
+        self._set_latent_scale(frame_loader(self.data_dir, **self._frame_size(), batch_size=32, seed=0, steps=8,
+                                            num_workers=0, max_clips=self.recipe.data.max_clips))
         self.phase, self.state = "model", None
         rng = self._rng_states()
         if self.rank == 0:
@@ -191,14 +190,16 @@ class TrainingRun:
             p.requires_grad_(True)
         loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise)
         self._reconstruction_steps("decoder", dec, params, loss, seed=self.recipe.seed + 23, warmup=dec.warmup,
-                                   keep_checkpoints=True)
+                                   write_checkpoints=True)
         ae.requires_grad_(False).eval()
         self.phase, self.state = "decoder", None
 
     def _reconstruction_steps(self, phase: str, cfg, params: list, step_loss, seed: int, warmup: int,
-                              crop: int | None = None, keep_checkpoints: bool = False) -> None:
+                              crop: int | None = None, write_checkpoints: bool = False) -> None:
         """`cfg.steps` optimizer steps of `params` on the pixel loss of `step_loss` (frames →
-        (loss, reconstruction)), resumable; the autoencoder phase's and the decoder phase's."""
+        (loss, reconstruction)), resumable; the autoencoder phase's and the decoder phase's.
+        `write_checkpoints`: every save also writes OUTPUT/checkpoint (and a kept copy with
+        `keep_checkpoints`), as the model phases do."""
         recipe, device = self.recipe, self.device
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         step, state = 0, self.state
@@ -209,8 +210,7 @@ class TrainingRun:
         if self.world > 1:  # each rank its own frames, gradients averaged
             step_loss = torch.nn.parallel.DistributedDataParallel(
                 step_loss, device_ids=[device.index] if device.type == "cuda" else None)
-        size = dict(width=self.cfg.autoencoder.width, height=self.cfg.autoencoder.height)
-        frames = frame_loader(self.data_dir, **size, batch_size=cfg.batch_size, seed=seed,
+        frames = frame_loader(self.data_dir, **self._frame_size(), batch_size=cfg.batch_size, seed=seed,
                               rank=self.rank, world=self.world, start_step=step, steps=cfg.steps,
                               num_workers=recipe.data.workers, max_clips=recipe.data.max_clips)
         for batch in frames:
@@ -242,10 +242,13 @@ class TrainingRun:
                                                        "model": self.model.state_dict(),
                                                        "optimizer": opt.state_dict(), **rng,
                                                        "scaling_factor": self.model.autoencoder.scaling_factor})
-                    if keep_checkpoints:
+                    if write_checkpoints:
                         self.save_checkpoint(f"{phase}-{step}" if recipe.keep_checkpoints else None)
                 if self.world > 1:
                     torch.distributed.barrier()
+
+    def _frame_size(self) -> dict:
+        return {"width": self.cfg.autoencoder.width, "height": self.cfg.autoencoder.height}
 
     def _set_latent_scale(self, frames) -> None:
         """Unit-variance latents: the scaling factor from the data, as DC-AE's release does."""
@@ -290,8 +293,8 @@ class TrainingRun:
         self.model.autoencoder.requires_grad_(False).eval()
         phases = self.recipe.phases()
         (last, last_tr), state = phases[-1], self.state
-        if self.phase == "decoder" or (state is not None and state["phase"] == last and state["step"] >= last_tr.steps
-                                       and last_tr.steps > 0):
+        if state is not None and (state["phase"] == "decoder" or (state["phase"] == last and
+                                                                  state["step"] >= last_tr.steps)):
             return  # every model phase finished in an earlier run: nothing to encode the data for
         shards = self.encode_dataset()
         names = [name for name, _ in phases]
