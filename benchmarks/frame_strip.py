@@ -2,7 +2,8 @@
 
     python benchmarks/frame_strip.py --checkpoint C --seconds 240 --at 1,10,30,60,240 --out strip.png
 
-Frames are taken at the given seconds (the last frame when a time is the clip's end). The case
+`--autoencoder` adds a row of the true frames through the first checkpoint's autoencoder (what
+any model in its latent can reach), between the truth and the rollouts. Frames are taken at the given seconds (the last frame when a time is the clip's end). The case
 comes from `midas_cli.evaluation.make_eval_cases` (test split), so it is one `midas eval` scores.
 """
 
@@ -40,6 +41,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="held-out case seed")
     ap.add_argument("--case", type=int, default=0, help="which case of that seed")
     ap.add_argument("--context-noise", type=float, default=None)
+    ap.add_argument("--autoencoder", action="store_true",
+                    help="add the true frames through the first checkpoint's autoencoder as a row")
     ap.add_argument("--out", default="strip.png")
     args = ap.parse_args()
 
@@ -51,6 +54,8 @@ def main() -> None:
     rows = [("truth", case.frames)]
     checkpoints = args.checkpoint or [None]
     labels = args.label or [c or "demo" for c in checkpoints]
+    if args.autoencoder:
+        rows.append(("autoencoder", make_eval_generator(checkpoints[0], reconstruct=True)(case)))
     for ckpt, label in zip(checkpoints, labels):
         generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
         rows.append((label, generate(case)))

@@ -39,9 +39,11 @@ def sample_frames(model, ref: torch.Tensor, context: torch.Tensor, feats, bucket
     noised) context frame at `buckets`; the head's noise is drawn from `seed`."""
     from midas_cli.model.flow import euler_sample
 
-    cond = model.slot_hidden(ref, context, feats, buckets)
+    hidden = model.slot_hidden(ref, context, feats, buckets)
+    cond = model.head_condition(hidden, model.slot_texts(feats))
     noise = torch.randn(context.flatten(0, 1).shape, generator=torch.Generator().manual_seed(seed))
-    x = euler_sample(model.head, cond.flatten(0, 1), noise, model.cfg.head.steps, model.cfg.head.time_shift)
+    x = euler_sample(model.head, cond.flatten(0, 1), noise, model.cfg.head.steps, model.cfg.head.time_shift,
+                     uncond=hidden.flatten(0, 1), guidance=model.cfg.head.guidance)
     return x.view_as(context)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from midas_cli.conditions.pose import pose_features
 from midas_cli.engine.streaming import StreamingEngine
+from midas_cli.errors import MidasError
 from midas_cli.model.autoencoder import images_to_tensor, tensor_to_images
 from midas_cli.model.config import FPS, SAMPLE_RATE
 from midas_cli.model.midas import ChunkFeatures, MidasModel
@@ -129,7 +130,7 @@ def encode_reference(model: MidasModel, ref: np.ndarray) -> torch.Tensor:
 def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray], None], *, seed: int = 0,
            steps: int | None = None, context_sigma: float | None = None, on_chunk: Callable[[int, int], None] | None = None,
            on_chunk_stats: Callable[[int, float], None] | None = None, pipeline: bool = True,
-           channels_last: bool = True) -> RenderStats:
+           channels_last: bool = True, guidance: float | None = None) -> RenderStats:
     """Generate `inputs.n_frames` frames, handing each uint8 (H, W, 3) frame to `sink` as it is decoded.
 
     With `pipeline` (the default) chunk c is decoded and handed to the sink on a worker thread
@@ -145,7 +146,7 @@ def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray],
     set_conv_layout(model.autoencoder, torch.channels_last if channels_last else torch.contiguous_format)
     torch.manual_seed(seed)
     stats = RenderStats(frames=0, seconds=inputs.n_frames / FPS)
-    engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed)
+    engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed, guidance=guidance)
     grid = model.cfg.latent_grid
     f = model.cfg.frames_per_chunk
     n_chunks = math.ceil(inputs.n_frames / f)
@@ -233,16 +234,28 @@ def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
     return (voice * envelope).astype(np.float32)
 
 
+def check_guidance(model: MidasModel, guidance: float | None, checkpoint: str | None = None) -> None:
+    """A clear error for a guidance scale the model cannot take (before any work)."""
+    if guidance is None:
+        return
+    if guidance < 0:
+        raise MidasError(f"--guidance {guidance:g}: must be ≥ 0 (1 = no guidance)")
+    if guidance != 1 and model.head_text is None:
+        raise MidasError(f"--guidance {guidance:g}: {checkpoint or 'the demo checkpoint'} has no text input in its "
+                         "diffusion head (text_in_head), so there is nothing to guide; only 1 applies")
+
+
 def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | None = None,
-                    steps: int | None = None):
+                    steps: int | None = None, guidance: float | None = None):
     """A `generate(case) -> uint8 (T, H, W, 3)` callable for `midas_cli.evaluation.evaluate`;
-    `steps`: the head's Euler steps per frame (None: the checkpoint's)."""
+    `steps`: the head's Euler steps per frame (None: the checkpoint's); `guidance`: the head's
+    text guidance scale (None: the checkpoint's `head.guidance`)."""
 
     def generate(case) -> np.ndarray:
         inputs = RenderInputs(ref=case.ref, audio=case.audio, n_frames=case.n_frames, listen_audio=case.listen_audio,
                               pose=case.pose, prompts=list(case.prompts))
         frames: list[np.ndarray] = []
-        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma, steps=steps)
+        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma, steps=steps, guidance=guidance)
         return np.stack(frames)
 
     return generate
@@ -273,13 +286,14 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
 
 def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
                         device: str = "auto", reconstruct: bool = False, context_sigma: float | None = None,
-                        steps: int | None = None):
+                        steps: int | None = None, guidance: float | None = None):
     """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
 
     `noise_injection=False` feeds generated context frames clean (σ = 0) at inference, and
     `context_sigma` gives them that level instead of the checkpoint's `noise.inference_sigma`;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`);
-    `steps`: the head's Euler steps per frame (None: the checkpoint's).
+    `steps`: the head's Euler steps per frame (None: the checkpoint's); `guidance`: the head's
+    text guidance scale (None: the checkpoint's).
     """
     from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
@@ -288,4 +302,6 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
     model = load_model(checkpoint, device=dev, dtype=pick_dtype("auto", dev))
     if reconstruct:
         return reconstruction_generator(model)
-    return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0, steps=steps)
+    check_guidance(model, guidance, checkpoint)
+    return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0, steps=steps,
+                           guidance=guidance)

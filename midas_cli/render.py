@@ -18,14 +18,15 @@ from midas_cli.errors import MidasError
 def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | None = None, pose: Path | None = None,
                    prompt: str | None = None, prompts: Path | None = None, checkpoint: str | None = None,
                    seed: int = 0, steps: int | None = None, device: str = "auto", dtype: str = "auto",
-                   duration: float | None = None, context_noise: float | None = None, model=None, progress=True):
+                   duration: float | None = None, context_noise: float | None = None, guidance: float | None = None,
+                   model=None, progress=True):
     """Render one clip to `out` (written to a temporary file, renamed when complete). Returns RenderStats."""
     from midas_cli.media.audio import SAMPLE_RATE, load_audio, write_wav
     from midas_cli.media.pose import load_pose
     from midas_cli.media.prompts import load_prompts, prompts_from_text
     from midas_cli.media.video_out import VideoWriter
     from midas_cli.model.checkpoint import load_model
-    from midas_cli.pipeline import RenderInputs, n_frames_for, render
+    from midas_cli.pipeline import RenderInputs, check_guidance, n_frames_for, render
 
     if steps is not None and steps < 1:
         raise MidasError(f"--steps {steps}: must be at least 1")
@@ -58,6 +59,7 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
         dev = pick_device(device)
         model = load_model(checkpoint, device=dev, dtype=pick_dtype(dtype, dev))
     cfg = model.cfg
+    check_guidance(model, guidance, checkpoint)
     ref_img = reference_for(model, ref, checkpoint)
     inputs = RenderInputs(ref=ref_img, audio=wav, n_frames=n_frames, listen_audio=listen, pose=pose_arr,
                           prompts=timeline)
@@ -71,9 +73,10 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
                 with progress_bar() as bar:
                     task = bar.add_task("generating", total=n_frames)
                     stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise,
-                                   on_chunk=lambda c, n: bar.update(task, completed=min(c * cfg.frames_per_chunk, n_frames)))
+                                   guidance=guidance, on_chunk=lambda c, n: bar.update(task, completed=min(c * cfg.frames_per_chunk, n_frames)))
             else:
-                stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise)
+                stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise,
+                               guidance=guidance)
     return stats
 
 

@@ -163,3 +163,26 @@ def test_eval_head_steps_reach_the_render(tiny_model):
     one = model_generator(tiny_model, seed=3, steps=1)(case)
     assert np.array_equal(default, same)
     assert not np.array_equal(default, one)
+
+
+def test_eval_guidance_reaches_the_render(tiny_model):
+    """`midas eval --guidance`: the head's text guidance of the scored rollout; 1 is the
+    unguided rollout, and a checkpoint without a text input in its head refuses any other."""
+    import torch
+
+    from midas_cli.pipeline import check_guidance, model_generator
+
+    with pytest.raises(MidasError, match="--guidance 2: .* no text input"):
+        check_guidance(tiny_model, 2.0)
+    tiny_model.cfg.text_in_head = True
+    tiny_model.head_text = torch.nn.Linear(tiny_model.projector.text[0].in_features, tiny_model.cfg.backbone.hidden_size)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a head that moves its sample and reads its condition
+        for p in tiny_model.head.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        torch.nn.init.normal_(tiny_model.head_text.weight, std=0.5, generator=g)
+    case = make_eval_cases(1, 1.0, 0, tiny_model.cfg.autoencoder.width)[0]
+    default = model_generator(tiny_model, seed=3)(case)
+    assert np.array_equal(default, model_generator(tiny_model, seed=3, guidance=1.0)(case))
+    assert not np.array_equal(default, model_generator(tiny_model, seed=3, guidance=3.0)(case))
+    check_guidance(tiny_model, 3.0)

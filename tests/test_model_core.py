@@ -373,3 +373,71 @@ def test_reference_in_slots_starts_as_the_model_without_it(sequence):
     a = with_ref.embed_frames(context, buckets, None, ref)
     b = with_ref.embed_frames(context, buckets, None, ref + 1.0)
     assert (a - b).abs().amax(-1).min() > 0  # every slot of every frame moved
+
+
+def test_text_in_head_starts_as_the_model_without_it_and_reaches_the_head(sequence):
+    """Zero-initialised, the head's text input leaves a rollout exactly as it was, so a checkpoint
+    trained without it can be fine-tuned with it; given weights, the text moves every token's
+    head condition and `keep` 0 takes it out again."""
+    from conftest import _tiny_model
+
+    plain, with_text = _tiny_model(True, True, True), _tiny_model(True, True, True)
+    with_text.cfg.text_in_head = True
+    with_text.head_text = torch.nn.Linear(plain.projector.text[0].in_features, plain.cfg.backbone.hidden_size)
+    torch.nn.init.zeros_(with_text.head_text.weight)
+    torch.nn.init.zeros_(with_text.head_text.bias)
+    with torch.no_grad():  # a head that moves its sample (a fresh one predicts velocity 0)
+        for m in (plain, with_text):
+            torch.nn.init.normal_(m.head.final_layer.linear.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    ref, _, feats = sequence
+    chunks = [feats.chunk(k) for k in range(K)]
+    a = torch.cat(list(StreamingEngine(plain, seed=4).stream(ref, chunks)), dim=1)
+    b = torch.cat(list(StreamingEngine(with_text, seed=4).stream(ref, chunks)), dim=1)
+    assert torch.equal(a, b)
+    torch.nn.init.normal_(with_text.head_text.weight, std=0.1)
+    hidden = torch.randn(1, 2, plain.cfg.tokens_per_frame, plain.cfg.backbone.hidden_size)
+    text = feats.text[:, :2]
+    cond = with_text.head_condition(hidden, text)
+    assert (cond - hidden).abs().amax(-1).min() > 0  # every token of both slots
+    dropped = with_text.head_condition(hidden, text, keep=torch.tensor([[1.0, 0.0]]))
+    assert torch.equal(dropped[:, 1], hidden[:, 1]) and torch.equal(dropped[:, 0], cond[:, 0])
+    assert torch.equal(plain.head_condition(hidden, text), hidden)
+
+
+def test_guidance_at_scale_one_is_the_unguided_sample_and_at_zero_the_text_free_one():
+    """euler_sample's guidance: s = 1 is the conditional sample, s = 0 the unconditional one (so
+    the batched pass keeps its halves apart), and s = 2 follows v_u + 2·(v_c − v_u) step by step."""
+    from midas_cli.model.config import HeadConfig
+    from midas_cli.model.diffusion_head import DiffusionHead
+    from midas_cli.model.flow import euler_sample, time_grid
+
+    torch.manual_seed(0)
+    head = DiffusionHead(HeadConfig(width=32, depth=2, num_heads=4), 8, 24, 6).eval()
+    with torch.no_grad():  # adaLN-Zero starts every gate at zero: give the condition a real effect
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    cond, uncond, noise = torch.randn(3, 6, 24), torch.randn(3, 6, 24), torch.randn(3, 6, 8)
+    plain = euler_sample(head, cond, noise, 4)
+    assert torch.equal(euler_sample(head, cond, noise, 4, uncond=uncond, guidance=1.0), plain)
+    torch.testing.assert_close(euler_sample(head, cond, noise, 4, uncond=uncond, guidance=0.0),
+                               euler_sample(head, uncond, noise, 4), atol=1e-5, rtol=1e-5)
+    ts, x = time_grid(4), noise
+    with torch.no_grad():
+        for i in range(4):
+            t = ts[i].expand(3)
+            v_c, v_u = head(x, t, cond), head(x, t, uncond)
+            x = x + (ts[i + 1] - ts[i]) * (v_u + 2.0 * (v_c - v_u))
+    guided = euler_sample(head, cond, noise, 4, uncond=uncond, guidance=2.0)
+    torch.testing.assert_close(guided, x, atol=1e-5, rtol=1e-5)
+    assert (guided - plain).abs().mean() > 1e-3
+
+
+def test_guidance_needs_a_head_with_text(tiny_model):
+    with pytest.raises(ValueError, match="text_in_head"):
+        StreamingEngine(tiny_model, guidance=2.0)
+    cfg = copy.deepcopy(tiny_model.cfg)
+    cfg.head.guidance = 2.0
+    with pytest.raises(MidasError, match="head.guidance"):
+        cfg.validate()
+    cfg.text_in_head = True
+    cfg.validate()

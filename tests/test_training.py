@@ -56,6 +56,8 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("train.change_weight=-1", "train.change_weight"),
     ("train.sequence_noise=1.5", "train.sequence_noise"),
     ("train.foreign_context=-0.1", "train.foreign_context"),
+    ("train.head_text_dropout=1.0", "train.head_text_dropout"),
+    ("train.head_text_dropout=0.1", "train.head_text_dropout: needs a model with text_in_head"),
     ("decoder.latent_noise=-1", "decoder"),
     ("decoder.steps=x", "decoder.steps"),
 ])
@@ -329,6 +331,54 @@ def test_sequence_noise_gives_every_context_frame_of_a_drawn_sequence_one_level(
     assert (per_sequence == per_sequence[:, :1]).all()
     assert (per_frame != per_frame[:, :1]).any(dim=1).all()  # drawn frame by frame otherwise
     assert torch.equal(per_sequence[:, 0], per_frame[:, 0])  # the sequence's level is its first frame's draw
+
+
+def test_head_text_dropout_leaves_the_text_out_of_the_drawn_frames_head_conditions(monkeypatch):
+    """head_text_dropout p: each frame's head condition is the backbone's hidden state plus the
+    text (kept) or the hidden state alone (dropped), for about a share p of the frames; p = 0
+    draws nothing and drops nothing."""
+    import midas_cli.training.objective as objective
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import ChunkFeatures, MidasModel
+    from midas_cli.training.objective import sequence_loss
+
+    cfg = preset("tiny")
+    cfg.text_in_head = True
+    torch.manual_seed(0)
+    model = MidasModel(cfg).train()
+    with torch.no_grad():  # adaLN-Zero starts the head blind to its condition
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    torch.nn.init.normal_(model.head_text.weight, std=0.5)
+    b, k, f, n, c = 4, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
+    ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
+    a_dim = model.projector.audio[0].in_features
+    feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
+                          text=model.encode_texts(["a cheerful smile"] * (b * k)).reshape(b, k, -1),
+                          listen=torch.randn(b, k, f, a_dim))
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    conds = []
+    real = objective.flow_matching_loss
+    monkeypatch.setattr(objective, "flow_matching_loss",
+                        lambda head, x0, cond, *a, **kw: (conds.append(cond.detach().clone()), real(head, x0, cond, *a, **kw))[1])
+    full = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        weight = model.head_text.weight.clone()
+        model.head_text.weight.zero_(), model.head_text.bias.zero_()
+    sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.head_text.weight.copy_(weight)
+    half = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), head_text_dropout=0.5)
+    assert torch.equal(sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
+                                     head_text_dropout=0.0), full)
+    with_text, without, mixed = conds[0], conds[1], conds[2]
+    assert (with_text - without).abs().amax(dim=(1, 2)).min() > 1e-3  # the text reaches every frame
+    kept = (mixed == with_text).flatten(1).all(1)
+    dropped = (mixed == without).flatten(1).all(1)
+    assert bool((kept ^ dropped).all())  # every frame is one or the other
+    assert 0.2 < dropped.float().mean() < 0.8, dropped.float().mean()
+    half.backward()
+    assert model.head_text.weight.grad.abs().sum() > 0
 
 
 def test_an_unreadable_training_state_is_a_one_line_error(tiny_data, tmp_path):

@@ -33,12 +33,19 @@ def _fifths_ratio(values: list[float]) -> float:
     return float(last / first) if first > 0 else float("nan")
 
 
+def _guidance(model, guidance: float | None) -> float:
+    return model.cfg.head.guidance if guidance is None else float(guidance)
+
+
 def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu", dtype: str = "float32",
-              mux: bool = True, seed: int = 0, progress=None, pipeline: bool = True) -> dict:
+              mux: bool = True, seed: int = 0, progress=None, pipeline: bool = True,
+              guidance: float | None = None) -> dict:
+    """`guidance`: the head's text guidance scale (None: the model's `head.guidance`), so its
+    second head pass is timed like the rest."""
     from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import build_model, config_or_checkpoint, load_model
     from midas_cli.model.config import PRESETS
-    from midas_cli.pipeline import RenderInputs, n_frames_for, render, synthetic_speech
+    from midas_cli.pipeline import RenderInputs, check_guidance, n_frames_for, render, synthetic_speech
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -50,6 +57,7 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
     else:
         model = load_model(name, device=dev, dtype=dt)
     cfg = model.cfg
+    check_guidance(model, guidance, name)
     n_frames = n_frames_for(seconds)
     rng = np.random.default_rng(seed)
     inputs = RenderInputs(
@@ -71,10 +79,10 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
             out = Path(tmp) / "bench.mp4"
             with VideoWriter(out, cfg.autoencoder.width, cfg.autoencoder.height, fps=FPS) as writer:
                 stats = render(model, inputs, writer.write, seed=seed, on_chunk_stats=on_chunk_stats,
-                               pipeline=pipeline)
+                               pipeline=pipeline, guidance=guidance)
         else:
             stats = render(model, inputs, lambda frame: None, seed=seed, on_chunk_stats=on_chunk_stats,
-                           pipeline=pipeline)
+                           pipeline=pipeline, guidance=guidance)
     times = stats.chunk_times
     return {
         "name": name or "demo checkpoint",
@@ -83,6 +91,7 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
         "dtype": str(dt).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(),
         "pipeline": pipeline,
+        "guidance": _guidance(model, guidance),
         "seconds": stats.seconds,
         "frames": stats.frames,
         "chunks": len(times),

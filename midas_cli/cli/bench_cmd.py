@@ -19,6 +19,8 @@ def bench(
     mux: Annotated[bool, typer.Option(help="Encode the frames with ffmpeg as generate does.")] = True,
     pipeline: Annotated[bool, typer.Option(help="Decode and mux on a worker thread while the next chunk is "
                                                 "generated, as generate does (--no-pipeline: one after the other).")] = True,
+    guidance: Annotated[float | None, typer.Option(
+        help="The head's text guidance scale (default: the checkpoint's; s ≠ 1 runs a second head pass, timed too).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Time the streaming path (conditions → backbone → head → decode → mux) over a generated clip."""
@@ -29,7 +31,8 @@ def bench(
     n_chunks = int(seconds * 12.5 / 6 + 0.999)
     with progress_bar() as bar:
         task = bar.add_task("bench", total=n_chunks)
-        r = run_bench(name, seconds, device, dtype, mux=mux, pipeline=pipeline, progress=lambda c: bar.update(task, completed=c))
+        r = run_bench(name, seconds, device, dtype, mux=mux, pipeline=pipeline, guidance=guidance,
+                      progress=lambda c: bar.update(task, completed=c))
     if json_out:
         print(json.dumps(r))
         return

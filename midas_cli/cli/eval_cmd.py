@@ -71,6 +71,9 @@ def eval_cmd(
     steps: Annotated[Optional[int], typer.Option(
         "--steps", min=1, help="Diffusion-head Euler steps per frame (default: the checkpoint's, "
         "4).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(
+        "--guidance", help="Classifier-free guidance scale on the prompt in the diffusion head "
+        "(1 = none; default: the checkpoint's head.guidance; needs text_in_head).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with all metrics on stdout (nothing else).")] = False,
     size: Annotated[int, typer.Option(
@@ -103,7 +106,7 @@ def eval_cmd(
         pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
                                        seed=seed, device=device, reconstruct=baseline == "autoencoder",
-                                       context_sigma=context_noise, steps=steps)
+                                       context_sigma=context_noise, steps=steps, guidance=guidance)
         name = checkpoint or "demo"
         if baseline is not None:
             name = f"baseline:{baseline}({name})"
@@ -111,7 +114,7 @@ def eval_cmd(
         eval_cases = make_eval_cases(cases, seconds, seed=seed, size=size)
     result = evaluate(generate, eval_cases, progress=True)
     result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
-              "context_noise": context_noise, "steps": steps,
+              "context_noise": context_noise, "steps": steps, "guidance": guidance,
               "seed": seed, "size": size, **result}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -30,10 +30,13 @@ def generate(
     duration: Annotated[float | None, typer.Option(help="Seconds to render (default: the audio's length).")] = None,
     context_noise: Annotated[float | None, typer.Option(
         help="Noise level σ given to generated context frames (default: the checkpoint's; 0 = off).")] = None,
+    guidance: Annotated[float | None, typer.Option(
+        help="Classifier-free guidance scale on the prompt in the diffusion head (1 = none; default: "
+             "the checkpoint's). Needs a checkpoint with text_in_head; s ≠ 1 costs a second head pass.")] = None,
 ):
     """Render a talking-head video from speech and one photo."""
     stats = generate_video(audio, ref, out, listen_audio=listen_audio, pose=pose, prompt=prompt, prompts=prompts,
                            checkpoint=checkpoint, seed=seed, steps=steps, device=device, dtype=dtype,
-                           duration=duration, context_noise=context_noise)
+                           duration=duration, context_noise=context_noise, guidance=guidance)
     console_err.print(f"wrote {out}: {stats.frames} frames, {stats.seconds:.2f} s of video in {stats.wall_s:.2f} s "
                       f"(real-time factor {stats.rtf:.2f})", highlight=False)

@@ -32,13 +32,18 @@ from midas_cli.model.midas import ChunkFeatures, MidasModel
 
 class StreamingEngine:
     def __init__(self, model: MidasModel, window_chunks: int | None = None, context_sigma: float | None = None,
-                 steps: int | None = None, seed: int = 0, record_hidden: bool = False):
+                 steps: int | None = None, seed: int = 0, record_hidden: bool = False,
+                 guidance: float | None = None):
         cfg = model.cfg
         self.model = model
         self.window = window_chunks if window_chunks is not None else cfg.window_chunks
         sigma = cfg.noise.inference_sigma if context_sigma is None else context_sigma
         self.context_bucket = model.noise.bucket_for(sigma)
         self.steps = steps if steps is not None else cfg.head.steps
+        # classifier-free guidance on the head's text input (`text_in_head`); None: the checkpoint's
+        self.guidance = cfg.head.guidance if guidance is None else float(guidance)
+        if self.guidance != 1.0 and model.head_text is None:
+            raise ValueError("guidance needs a model with text_in_head (its head has no text input to guide)")
         self.seed = seed
         self.record_hidden = record_hidden
         self.timings = {"backbone": 0.0, "head": 0.0}
@@ -89,13 +94,16 @@ class StreamingEngine:
         with self._timed("backbone"):
             return self.model.backbone(embeds, mask=mask, position_ids=pos, cache=self.cache)
 
-    def _sample(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _sample(self, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Frame tokens from a slot's hidden state (B, N, H) and its chunk's text features (B, D)."""
         if self.record_hidden:
             self.hidden_trace.append(hidden.detach().clone())
         noise = torch.randn(hidden.shape[0], hidden.shape[1], self.model.cfg.latent_channels,
                             generator=self.generator, device=hidden.device, dtype=hidden.dtype)
         with self._timed("head"):
-            return euler_sample(self.model.head, hidden, noise, self.steps, self.model.cfg.head.time_shift)
+            cond = self.model.head_condition(hidden[:, None], text[:, None])[:, 0]
+            return euler_sample(self.model.head, cond, noise, self.steps, self.model.cfg.head.time_shift,
+                                uncond=hidden, guidance=self.guidance)
 
     def _context(self, frame: torch.Tensor, bucket: int, frame_conds: torch.Tensor | None) -> torch.Tensor:
         """Embed a context frame (B, N, C) at a noise bucket → (B, N, H); frame_conds (B, 1, H):
@@ -136,10 +144,11 @@ class StreamingEngine:
         slot = self._context(self.last_frame, self.last_bucket, frame_conds(0))
         blocks = torch.cat([torch.zeros(lc, dtype=torch.long), torch.ones(slot.shape[1], dtype=torch.long)])
         hidden = self._step(torch.cat([cond, slot], dim=1), blocks.to(model.device))[:, lc:]
-        frames = [self._sample(hidden)]
+        text = feats.text[:, 0]
+        frames = [self._sample(hidden, text)]
         for j in range(1, f):
             hidden = self._step(self._context(frames[-1], self.context_bucket, frame_conds(j)), None)
-            frames.append(self._sample(hidden))
+            frames.append(self._sample(hidden, text))
         self.chunk_lens.append(lc + f * slot.shape[1])
         self.last_frame, self.last_bucket = frames[-1], self.context_bucket
         self.chunks_done += 1

@@ -82,6 +82,9 @@ class HeadConfig:
     mlp_ratio: float = 4.0
     steps: int = 4  # Euler steps at inference
     time_shift: float = 1.0  # >1 spends more steps at high noise (SD3-style shift); 1 = uniform
+    # Classifier-free guidance scale on the head's text input (`MidasConfig.text_in_head`) at
+    # inference: velocity v_u + s·(v_c − v_u); 1 is no guidance (one head pass, not two).
+    guidance: float = 1.0
 
 
 @dataclass
@@ -117,6 +120,10 @@ class MidasConfig:
     # the prompt then reaches each slot as directly as its audio and pose do, instead of as one
     # token per chunk that the slot must find by attention over a context it can copy.
     text_in_slots: bool = False
+    # Also add the chunk's text vector to the diffusion head's condition at every token (a
+    # zero-initialised linear): the prompt then reaches the renderer itself, and a head trained
+    # with that input sometimes dropped (`train.head_text_dropout`) can be guided on it.
+    text_in_head: bool = False
 
     # ---- derived numbers -------------------------------------------------------------------
     @property
@@ -202,6 +209,8 @@ class MidasConfig:
             bad("noise", "sigma_max must be in [0, 5] and num_buckets ≥ 1")
         if self.window_chunks < 1:
             bad("window_chunks", "must be at least 1")
+        if self.head.guidance < 0 or (self.head.guidance != 1 and not self.text_in_head):
+            bad("head.guidance", "must be ≥ 0, and 1 unless text_in_head: true")
         if self.text_in_slots and not self.frame_conditions:
             bad("text_in_slots", "needs frame_conditions: true")
         longest = self.tokens_per_frame + (self.window_chunks + 1) * self.tokens_per_chunk

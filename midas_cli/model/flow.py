@@ -32,16 +32,29 @@ def flow_matching_loss(head, x0: torch.Tensor, cond: torch.Tensor, generator: to
 
 
 @torch.no_grad()
-def euler_sample(head, cond: torch.Tensor, noise: torch.Tensor, steps: int = 4, shift: float = 1.0) -> torch.Tensor:
-    """Integrate noise (B, N, C) to a frame, conditioned on cond (B, N, H)."""
+def euler_sample(head, cond: torch.Tensor, noise: torch.Tensor, steps: int = 4, shift: float = 1.0,
+                 uncond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    """Integrate noise (B, N, C) to a frame, conditioned on cond (B, N, H).
+
+    Classifier-free guidance: with `uncond` (B, N, H), the condition without the guided input,
+    and `guidance` s ≠ 1, each step moves along v_u + s·(v_c − v_u), both velocities from one
+    batched head pass; at s = 1 that is v_c, so only the conditional pass runs.
+    """
     ts = time_grid(steps, shift, device=noise.device)
+    guided = uncond is not None and guidance != 1.0
+    c = torch.cat([cond, uncond]) if guided else cond
     if hasattr(head, "sampler"):  # time-only work batched over the steps (DiffusionHead)
-        velocity = head.sampler(cond, ts[:-1])
+        velocity = head.sampler(c, ts[:-1])
     else:
         def velocity(x_t, i):
-            return head(x_t, ts[i].expand(x_t.shape[0]), cond)
+            return head(x_t, ts[i].expand(x_t.shape[0]), c)
     dts = (ts[1:] - ts[:-1]).to(noise.dtype).tolist()
     x = noise
     for i in range(steps):
-        x = x + dts[i] * velocity(x, i)
+        if guided:
+            v_c, v_u = velocity(torch.cat([x, x]), i).chunk(2)
+            v = v_u + guidance * (v_c - v_u)
+        else:
+            v = velocity(x, i)
+        x = x + dts[i] * v
     return x

@@ -95,6 +95,11 @@ class MidasModel(nn.Module):
         # sequence model and renderer
         self.backbone = Backbone(cfg.backbone)
         self.head = build_head(cfg.head, c, h, n)
+        # zero-initialised like ref_in: a checkpoint trained without it starts out unchanged
+        self.head_text = nn.Linear(text_feature_dim(cfg.text), h) if cfg.text_in_head else None
+        if self.head_text is not None:
+            nn.init.zeros_(self.head_text.weight)
+            nn.init.zeros_(self.head_text.bias)
 
     # ---- embeddings -----------------------------------------------------------------------
     def embed_reference(self, ref_tokens: torch.Tensor) -> torch.Tensor:
@@ -159,6 +164,24 @@ class MidasModel(nn.Module):
         hidden, layout = self.sequence_hidden(ref_tokens, context, feats, buckets)
         b, n = hidden.shape[0], self.cfg.tokens_per_frame
         return hidden[:, layout.frame_slot_index().to(hidden.device)].reshape(b, -1, n, hidden.shape[-1])
+
+    def slot_texts(self, feats: ChunkFeatures) -> torch.Tensor:
+        """(B, K, D) chunk texts → (B, K·F, D): each frame slot's (a chunk's prompt is its frames')."""
+        return feats.text.repeat_interleave(self.cfg.frames_per_chunk, dim=1)
+
+    def head_condition(self, hidden: torch.Tensor, text: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffusion head's condition: the hidden state at a frame slot, plus the text through
+        `head_text` (`text_in_head`; otherwise the hidden state as it is).
+
+        hidden (B, T, N, H); text (B, T, D): each slot's text features; keep (B, T): 0 leaves a
+        slot's text out (training's `head_text_dropout`; the unguided branch of guidance).
+        """
+        if self.head_text is None:
+            return hidden
+        add = self.head_text(text.to(hidden.dtype))
+        if keep is not None:
+            add = add * keep[..., None].to(add.dtype)
+        return hidden + add[..., None, :]
 
     # ---- text --------------------------------------------------------------------------------
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

@@ -55,7 +55,8 @@ def resample_history(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.
     context = previous
     for _ in range(passes):
         noisy = model.noise.corrupt(context, buckets, eps=context_eps)
-        cond = model.slot_hidden(ref_tokens, noisy, feats, buckets).flatten(0, 1)
+        cond = model.slot_hidden(ref_tokens, noisy, feats, buckets)
+        cond = model.head_condition(cond, model.slot_texts(feats)).flatten(0, 1)
         x = start
         for i in range(steps):  # Euler from t_s to 0 in the head's inference step count
             x = x - (t_s / steps)[:, None, None] * model.head(x, t_s * (1 - i / steps), cond.to(x0.dtype))

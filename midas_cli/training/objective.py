@@ -39,7 +39,8 @@ def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: 
 def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
                   weight_from: torch.Tensor | None = None, head_repeats: int = 1,
-                  change_fade: bool = False, sequence_noise: float = 0.0) -> torch.Tensor:
+                  change_fade: bool = False, sequence_noise: float = 0.0,
+                  head_text_dropout: float = 0.0) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
@@ -48,6 +49,8 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     `previous`; pass the true ones when the context was re-made).
     head_repeats: flow-loss draws (time, noise) per backbone output (MAR's diffusion_batch_mul):
     the head is small, so more of its training signal per backbone pass is cheap.
+    head_text_dropout: share of frames whose head condition leaves the text out (`text_in_head`
+    models), so the head also learns the text-free velocity that guidance steers away from.
     """
     b, t = frames.shape[:2]
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
@@ -60,7 +63,13 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     fade = 1 - buckets.float() / max(model.cfg.noise.num_buckets - 1, 1) if change_fade else None
     weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight, fade)
     context = model.noise.corrupt(previous, buckets, generator)
-    cond = model.slot_hidden(ref_tokens, context, feats, buckets).flatten(0, 1)  # (B*T, N, H)
+    cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
+    if model.head_text is not None:
+        keep = None
+        if head_text_dropout > 0:
+            keep = torch.rand(b, t, device=frames.device, generator=generator) >= head_text_dropout
+        cond = model.head_condition(cond, model.slot_texts(feats), keep)
+    cond = cond.flatten(0, 1)  # (B*T, N, H)
     targets = frames.flatten(0, 1)
     if head_repeats > 1:
         targets, cond = targets.repeat(head_repeats, 1, 1), cond.repeat(head_repeats, 1, 1)
@@ -99,7 +108,7 @@ class SequenceLoss(torch.nn.Module):
                                              tr.rollout_passes, tr.rollout_shift)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
                              weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade,
-                             sequence_noise=tr.sequence_noise)
+                             sequence_noise=tr.sequence_noise, head_text_dropout=tr.head_text_dropout)
 
 
 def _distributed() -> bool:

@@ -101,6 +101,9 @@ class ModelTraining:
     rollout_passes: int = 2  # parallel re-making passes: the first p frames are exact rollouts
     rollout_shift: float = 0.6  # bends the LogitNormal noise level of a re-made frame (< 1: lighter)
     head_repeats: int = 1  # flow-loss draws per backbone output (MAR's diffusion_batch_mul)
+    # Share of frames whose diffusion-head condition leaves the text out (`text_in_head` models):
+    # the text-free velocity that classifier-free guidance (`head.guidance`) needs.
+    head_text_dropout: float = 0.0
     init_from: str | None = None  # start this phase from a checkpoint's model weights
     # Under torchrun: "ddp" (every rank holds the whole model and optimizer; small models) or
     # "fsdp" (PyTorch's fully_shard: parameters, gradients and optimizer state sharded over ranks).
@@ -241,7 +244,7 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     if recipe.data.workers < 0 or recipe.data.shard_mb <= 0:
         raise MidasError(f"{path}: data.workers must be >= 0 and data.shard_mb > 0")
-    recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    text_in_head = recipe.model_config().text_in_head  # fail now, with the field's name, if an override is wrong
     _warn_eval_on_real_data(recipe, path)
     if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
         raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
@@ -272,6 +275,11 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.grad_accum: must be at least 1, got {tr.grad_accum}")
         if not 0 <= tr.sequence_noise <= 1:
             raise MidasError(f"{path}: {where}.sequence_noise: must be in [0, 1], got {tr.sequence_noise}")
+        if not 0 <= tr.head_text_dropout < 1:
+            raise MidasError(f"{path}: {where}.head_text_dropout: must be in [0, 1), got {tr.head_text_dropout}")
+        if tr.head_text_dropout and not text_in_head:
+            raise MidasError(f"{path}: {where}.head_text_dropout: needs a model with text_in_head: true "
+                             "(model_overrides); without it the head has no text to leave out")
         if not 0 <= tr.foreign_context <= 1:
             raise MidasError(f"{path}: {where}.foreign_context: must be in [0, 1], got {tr.foreign_context}")
         if tr.change_weight < 0:
