@@ -140,19 +140,20 @@ def test_edge_weighted_loss_puts_weight_on_edges():
     assert weighted[0] > 2 * weighted[1]
 
 
-def _tiny_training_batch():
+def _tiny_training_batch(batch: int = 2, text_in_head: bool = False):
     """A tiny model whose head already depends on its condition (adaLN-Zero starts it blind),
-    and one random batch of 2 sequences of 2 chunks."""
+    and one random batch of `batch` sequences of 2 chunks."""
     from midas_cli.model.config import preset
     from midas_cli.model.midas import ChunkFeatures, MidasModel
 
+    cfg = preset("tiny")
+    cfg.text_in_head = text_in_head
     torch.manual_seed(0)
-    model = MidasModel(preset("tiny")).train()
+    model = MidasModel(cfg).train()
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    cfg = model.cfg
-    b, k, f, n, c = 2, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
+    b, k, f, n, c = batch, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
     ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
     a_dim = model.projector.audio[0].in_features
     feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
@@ -338,24 +339,10 @@ def test_head_text_dropout_leaves_the_text_out_of_the_drawn_frames_head_conditio
     text (kept) or the hidden state alone (dropped), for about a share p of the frames; p = 0
     draws nothing and drops nothing."""
     import midas_cli.training.objective as objective
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import ChunkFeatures, MidasModel
     from midas_cli.training.objective import sequence_loss
 
-    cfg = preset("tiny")
-    cfg.text_in_head = True
-    torch.manual_seed(0)
-    model = MidasModel(cfg).train()
-    with torch.no_grad():  # adaLN-Zero starts the head blind to its condition
-        for p in model.head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model, ref, frames, feats = _tiny_training_batch(batch=4, text_in_head=True)
     torch.nn.init.normal_(model.head_text.weight, std=0.5)
-    b, k, f, n, c = 4, 2, cfg.frames_per_chunk, cfg.tokens_per_frame, cfg.latent_channels
-    ref, frames = torch.randn(b, n, c), torch.randn(b, k * f, n, c)
-    a_dim = model.projector.audio[0].in_features
-    feats = ChunkFeatures(audio=torch.randn(b, k, f, a_dim), pose=torch.randn(b, k, f, 12),
-                          text=model.encode_texts(["a cheerful smile"] * (b * k)).reshape(b, k, -1),
-                          listen=torch.randn(b, k, f, a_dim))
     prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
     conds = []
     real = objective.flow_matching_loss
