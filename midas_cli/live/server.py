@@ -49,12 +49,21 @@ class ServerConfig:
 
 @dataclass(eq=False)
 class _Outbox:
-    """A session's generated chunks on their way to the socket (event-loop side only)."""
+    """A session's generated chunks on their way to the socket (event-loop side, but `handed`).
+
+    Every chunk the worker hands over (`handed`, counted on the worker thread before the hand-over
+    is queued on the loop) ends sent, dropped or flushed; `settled()` says all of them have, which
+    is what a stop waits for (the hand-over and the last send are both in flight for a moment after
+    the worker is no longer busy).
+    """
 
     size: int
     items: deque = field(default_factory=deque)
     event: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
+    handed: int = 0
+    sent: int = 0
+    flushed: int = 0
 
     def put(self, item) -> None:
         if len(self.items) >= self.size:
@@ -66,7 +75,11 @@ class _Outbox:
     def flush(self) -> int:
         n = len(self.items)
         self.items.clear()
+        self.flushed += n
         return n
+
+    def settled(self) -> bool:
+        return self.handed == self.sent + self.dropped + self.flushed
 
 
 def default_reference(model) -> np.ndarray:
@@ -173,6 +186,7 @@ def create_app(model, ref: np.ndarray | None = None, config: ServerConfig | None
                           "gen_ms": round(chunk.gen_s * 1000, 2),
                           "wait_ms": round((time.perf_counter() - chunk.closed_at - chunk.gen_s) * 1000, 2)}
                 jpegs = [P.encode_jpeg(f, quality) for f in chunk.frames]
+                outbox.handed += 1  # this thread's counter only; read by the loop
                 loop.call_soon_threadsafe(outbox.put, (header, jpegs, P.float_to_pcm16(chunk.audio)))
 
             def on_error(e):
@@ -199,6 +213,7 @@ def create_app(model, ref: np.ndarray | None = None, config: ServerConfig | None
                         header, jpegs, pcm16 = outbox.items.popleft()
                         header.update(queue=live.pending + len(outbox.items), dropped=live.dropped + outbox.dropped)
                         await ws.send_bytes(P.pack_chunk(header, jpegs, pcm16))
+                        outbox.sent += 1
 
             sender = asyncio.create_task(send_chunks())
             while True:
@@ -227,7 +242,7 @@ def create_app(model, ref: np.ndarray | None = None, config: ServerConfig | None
                     raise P.ProtocolError("hello sent twice")
                 elif kind == "stop":  # finish what has closed, then say goodbye
                     deadline = time.monotonic() + STOP_TIMEOUT_S
-                    while (live.pending or reg.busy or outbox.items) and time.monotonic() < deadline:
+                    while (live.pending or reg.busy or not outbox.settled()) and time.monotonic() < deadline:
                         if failure or sender.done():
                             break
                         await asyncio.sleep(0.01)
