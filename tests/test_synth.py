@@ -135,6 +135,31 @@ def test_write_dataset_writes_the_manifest_and_its_files(tmp_path):
         assert split_of(e["identity"]) == "test"
 
 
+def test_an_interrupted_write_dataset_leaves_no_manifest(tmp_path, monkeypatch):
+    # training makes the dataset when manifest.jsonl is missing and trusts it when present, so
+    # a run cut off after one clip must not leave a one-clip manifest behind
+    import midas_cli.synth.dataset as dataset
+
+    real, calls = dataset.write_clip, []
+
+    def write_then_fail(out_dir, clip_id, clip, size):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(clip_id)
+        return real(out_dir, clip_id, clip, size)
+
+    monkeypatch.setattr(dataset, "write_clip", write_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "ds", clips=3, seconds=1.0, seed=0, size=64, progress=False)
+    assert calls == ["train-000000"]
+    assert not (tmp_path / "ds" / "manifest.jsonl").exists()
+    monkeypatch.setattr(dataset, "write_clip", real)
+    manifest = write_dataset(tmp_path / "ds", clips=3, seconds=1.0, seed=0, size=64,
+                             progress=False)
+    assert len(manifest.read_text().splitlines()) == 3
+    assert not list((tmp_path / "ds").glob(".*partial*"))
+
+
 def test_synth_command_runs_and_rejects_a_bad_split(tmp_path):
     from midas_cli.cli.synth_cmd import synth
 

@@ -35,7 +35,10 @@ def write_clip(out_dir: Path, clip_id: str, clip: SynthClip, size: int) -> dict:
     refs.mkdir(parents=True, exist_ok=True)
     ref = f"refs/id-{clip.identity:04d}.png"
     if not (out_dir / ref).exists():
-        Image.fromarray(clip.reference(size)).save(out_dir / ref)
+        # via a temporary name: a reference cut off mid-write would be reused as it is
+        tmp = out_dir / f"refs/.id-{clip.identity:04d}.partial.png"
+        Image.fromarray(clip.reference(size)).save(tmp)
+        tmp.replace(out_dir / ref)
     entry = {"id": clip_id, "video": f"clips/{clip_id}.mp4", "audio": f"clips/{clip_id}.wav"}
     write_mp4(out_dir / entry["video"], clip.render(size))
     sf.write(out_dir / entry["audio"], clip.audio, SAMPLE_RATE, subtype="PCM_16")
@@ -60,7 +63,9 @@ def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
                   progress: bool = True) -> Path:
     """Generate ``clips`` clips of ``seconds`` each into ``out_dir``; return the manifest path.
 
-    The manifest is rewritten from scratch (one line per clip, flushed as clips finish).
+    The manifest is rewritten from scratch and appears only when every clip is written: it
+    goes to ``.manifest.jsonl.partial`` and is renamed at the end, so an interrupted run never
+    leaves a short manifest that training would take for the whole dataset.
     """
     check_split(split)
     size = check_size(size)
@@ -76,12 +81,13 @@ def write_dataset(out_dir: Path | str, clips: int, seconds: float, seed: int,
     except OSError as e:
         raise MidasError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from e
     manifest = out_dir / "manifest.jsonl"
-    with manifest.open("w") as fh, progress_bar(progress) as p:
+    tmp = out_dir / ".manifest.jsonl.partial"
+    with tmp.open("w") as fh, progress_bar(progress) as p:
         task = p.add_task(f"synth {split}", total=clips)
         for i in range(clips):
             clip = make_clip(stream(PURPOSE_DATASET, split, seed, i), seconds, split)
             entry = write_clip(out_dir, f"{split}-{i:06d}", clip, size)
             fh.write(json.dumps(entry) + "\n")
-            fh.flush()
             p.advance(task)
+    tmp.replace(manifest)
     return manifest
