@@ -73,6 +73,32 @@ def test_truth_baseline_scores_perfect_pixels_and_no_drift(truth_result):
     assert len(r["psnr_per_second"]) == 10 and r["cases"] == 2
 
 
+def test_per_minute_scores_show_a_face_that_fails_after_a_minute(cases, truth_result):
+    import dataclasses
+
+    assert "per_minute" not in truth_result  # 10 s clips: one minute, nothing to break down
+    reps = 13  # 10 s case tiled to 130 s: minutes 1, 2 and a 10 s third
+    c = cases[0]
+    tile = lambda a: np.concatenate([a] * reps)  # noqa: E731
+    long = dataclasses.replace(
+        c, audio=tile(c.audio), listen_audio=tile(c.listen_audio), pose=tile(c.pose),
+        frames=tile(c.frames), mouth=tile(c.mouth), expression=tile(c.expression),
+        listening=tile(c.listening), seconds=c.seconds * reps)
+
+    def truth_then_still(case):  # right for a minute, then the reference photo held
+        frames = case.frames.copy()
+        frames[750:] = case.ref
+        return frames
+
+    r = evaluate(truth_then_still, [long], progress=False)
+    m = r["per_minute"]
+    assert [row["minute"] for row in m] == [1, 2, 3]
+    assert m[0]["psnr_db"] == PSNR_CAP and m[1]["psnr_db"] < 30
+    assert m[0]["lip_sync_balanced_acc"] >= 0.9 and m[1]["lip_sync_balanced_acc"] < 0.4
+    assert m[0]["listening_frames"] == int(long.listening[:750].sum())
+    assert sum(row["listening_frames"] for row in m) == int(long.listening.sum())
+
+
 def test_static_baseline_lip_sync_is_much_lower(cases, truth_result):
     r = evaluate(static_generator, cases, progress=False)
     assert r["lip_sync_acc"] < truth_result["lip_sync_acc"] - 0.3

@@ -48,6 +48,20 @@ def _table(result: dict) -> Table:
     return t
 
 
+def _minute_table(rows: list[dict]) -> Table:
+    t = Table(title="per minute (all cases pooled)")
+    for col in ("minute", "PSNR (dB)", "balanced lip-sync", "expression", "pose (deg)",
+                "listening (frames)"):
+        t.add_column(col, justify="right")
+    fmt = lambda v, f: "n/a" if v is None else f.format(v)  # noqa: E731
+    for r in rows:
+        t.add_row(str(r["minute"]), fmt(r["psnr_db"], "{:.2f}"),
+                  fmt(r["lip_sync_balanced_acc"], "{:.3f}"), fmt(r["expression_acc"], "{:.3f}"),
+                  fmt(r["pose_err"], "{:.2f}"),
+                  f'{fmt(r["listening_acc"], "{:.3f}")} ({r["listening_frames"]})')
+    return t
+
+
 def eval_cmd(
     checkpoint: Annotated[Optional[str], typer.Option(
         "--checkpoint", "-c", help="Checkpoint folder or Hub id to score (with --baseline "
@@ -121,3 +135,5 @@ def eval_cmd(
         sys.stdout.flush()
     else:
         Console().print(_table(result))
+        if result.get("per_minute"):
+            Console().print(_minute_table(result["per_minute"]))

@@ -16,6 +16,9 @@ Metrics (all frames of all cases pooled unless stated):
 - ``pose_err``: mean |judged - input| over yaw, pitch, roll (degrees); per axis in
   ``pose_err_yaw_pitch_roll``. The judge's own error on true frames is ~1.7 degrees.
 - ``listening_acc``: share of listening frames (only the interlocutor speaks) judged closed.
+- ``per_minute`` (clips of two minutes or more): the metrics above for each minute of the clips,
+  pooled over cases, with ``listening_frames`` (how many frames the listening score rests on),
+  so a score over minutes can be told apart from a score that falls with time.
 """
 
 from __future__ import annotations
@@ -106,6 +109,23 @@ def _summarise(m: dict[str, np.ndarray]) -> dict:
     }
 
 
+_MINUTE_KEYS = ("psnr_db", "ssim", "lip_sync_balanced_acc", "expression_acc", "pose_err",
+                "listening_acc")
+
+
+def _per_minute(pooled: list[dict[str, np.ndarray]]) -> list[dict]:
+    n = int(round(60 * FPS))
+    out = []
+    for minute in range(math.ceil(max(len(m["psnr"]) for m in pooled) / n)):
+        parts = [{k: v[minute * n:(minute + 1) * n] for k, v in m.items()} for m in pooled]
+        parts = [p for p in parts if len(p["psnr"])]
+        window = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        summary = _summarise(window)
+        out.append({"minute": minute + 1, **{k: summary[k] for k in _MINUTE_KEYS},
+                    "listening_frames": int(window["listening"].sum())})
+    return out
+
+
 def evaluate(generate: Generator, cases: list[EvalCase], progress: bool = True,
              judges: Judges | None = None) -> dict:
     """Run ``generate`` on every case and return the metrics (see the module docstring)."""
@@ -132,6 +152,8 @@ def evaluate(generate: Generator, cases: list[EvalCase], progress: bool = True,
     sec_lists = [per_second(m["psnr"]) for m in pooled]
     result["psnr_per_second"] = [
         float(np.mean([s[i] for s in sec_lists if i < len(s)])) for i in range(n_sec)]
+    if max(len(m["psnr"]) for m in pooled) >= 2 * 60 * FPS:
+        result["per_minute"] = _per_minute(pooled)
     media_s = sum(len(m["psnr"]) for m in pooled) / FPS
     result.update({
         "cases": len(cases), "seconds": float(np.mean([c.seconds for c in cases])),
