@@ -114,12 +114,13 @@ _MINUTE_KEYS = ("psnr_db", "ssim", "lip_sync_balanced_acc", "expression_acc", "p
 
 
 def _per_minute(pooled: list[dict[str, np.ndarray]]) -> list[dict]:
+    """Each minute's scores, pooled over cases; none for clips under two minutes."""
     n = int(round(60 * FPS))
+    longest = max(len(m["psnr"]) for m in pooled)
     out = []
-    for minute in range(math.ceil(max(len(m["psnr"]) for m in pooled) / n)):
-        parts = [{k: v[minute * n:(minute + 1) * n] for k, v in m.items()} for m in pooled]
-        parts = [p for p in parts if len(p["psnr"])]
-        window = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    for minute in range(math.ceil(longest / n) if longest >= 2 * n else 0):
+        window = {k: np.concatenate([m[k][minute * n:(minute + 1) * n] for m in pooled])
+                  for k in pooled[0]}
         summary = _summarise(window)
         out.append({"minute": minute + 1, **{k: summary[k] for k in _MINUTE_KEYS},
                     "listening_frames": int(window["listening"].sum())})
@@ -152,8 +153,8 @@ def evaluate(generate: Generator, cases: list[EvalCase], progress: bool = True,
     sec_lists = [per_second(m["psnr"]) for m in pooled]
     result["psnr_per_second"] = [
         float(np.mean([s[i] for s in sec_lists if i < len(s)])) for i in range(n_sec)]
-    if max(len(m["psnr"]) for m in pooled) >= 2 * 60 * FPS:
-        result["per_minute"] = _per_minute(pooled)
+    if minutes := _per_minute(pooled):
+        result["per_minute"] = minutes
     media_s = sum(len(m["psnr"]) for m in pooled) / FPS
     result.update({
         "cases": len(cases), "seconds": float(np.mean([c.seconds for c in cases])),
