@@ -3,8 +3,8 @@
     python benchmarks/frame_strip.py --checkpoint C --seconds 240 --at 1,10,30,60,240 --out strip.png
 
 `--autoencoder` adds a row of the true frames through the first checkpoint's autoencoder (what
-any model in its latent can reach), between the truth and the rollouts. Frames are taken at the given seconds (the last frame when a time is the clip's end). The case
-comes from `midas_cli.evaluation.make_eval_cases` (test split), so it is one `midas eval` scores.
+any model in its latent can reach), between the truth and the rollouts. Frames are taken at the
+given seconds (the last frame when a time is the clip's end). The case comes from `midas_cli.evaluation.make_eval_cases` (test split), so it is one `midas eval` scores.
 """
 
 from __future__ import annotations
