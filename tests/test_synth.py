@@ -175,3 +175,32 @@ def test_synth_command_runs_and_rejects_a_bad_split(tmp_path):
         synth(out=tmp_path / "e", clips=1, seconds=1.0, seed=0, split="valid", size=64)
     with pytest.raises(MidasError, match="--size"):
         synth(out=tmp_path / "e", clips=1, seconds=1.0, seed=0, split="train", size=63)
+
+
+def test_write_mp4_works_with_imageio_ffmpeg_0_5(tmp_path, monkeypatch):
+    # imageio-ffmpeg 0.5.x, which pyproject allows, asserts a float fps (a Fraction stopped
+    # the synthetic data on such an install); later versions take either and mean the same rate
+    from midas_cli.synth.mp4 import write_mp4
+
+    real = imageio_ffmpeg.write_frames
+
+    def write_frames_0_5(*args, fps, **kwargs):
+        assert isinstance(fps, (float, int)), "fps must be float"
+        return real(*args, fps=fps, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames_0_5)
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, np.zeros((5, 16, 16, 3), np.uint8))
+    n, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
+    assert n == 5 and abs(secs - 5 / 12.5) < 0.05
+
+
+def test_write_dataset_writes_the_same_files_with_several_workers(tmp_path):
+    one = write_dataset(tmp_path / "one", clips=4, seconds=1.0, seed=5, size=64, progress=False)
+    two = write_dataset(tmp_path / "two", clips=4, seconds=1.0, seed=5, size=64, progress=False, workers=3)
+    assert one.read_text() == two.read_text()
+    files = sorted(p.relative_to(one.parent) for p in one.parent.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two.parent) for p in two.parent.rglob("*") if p.is_file())
+    assert len(files) > 4 * 5 and not any("partial" in str(f) for f in files)
+    for f in files:
+        assert (one.parent / f).read_bytes() == (two.parent / f).read_bytes(), f

@@ -7,7 +7,7 @@ from midas_cli.errors import MidasError
 from midas_cli.training.recipe import load_recipe, shipped_recipe
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_hold", "demo_base", "demo_no_noise"])
+@pytest.mark.parametrize("name", ["demo", "demo_text", "demo_hold", "demo_base", "demo_no_noise"])
 def test_shipped_training_recipes_validate(name):
     recipe = load_recipe(name)
     cfg = recipe.model_config()
@@ -52,7 +52,6 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("model_overrides={backbone.hidden: 3}", "backbone.hidden"),
     ("train.rollout=1.5", "train.rollout"),
     ("train.rollout_passes=0", "train.rollout_passes"),
-    ("base=demo_base", "autoencoder.steps"),  # a recipe on a base trains no autoencoder of its own
     ("train.change_weight=-1", "train.change_weight"),
     ("train.sequence_noise=1.5", "train.sequence_noise"),
     ("train.foreign_context=-0.1", "train.foreign_context"),
@@ -453,6 +452,50 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
     assert a["step"] == b["step"] == 20
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_a_recipe_on_a_base_can_fine_tune_the_bases_autoencoder_and_encodes_the_data_anew(tiny_data, tmp_path):
+    """`autoencoder.steps` on a base: the steps start from the base's autoencoder (not a fresh
+    one), its latents are re-measured and re-encoded, and the model phases start from the base's
+    model."""
+    import yaml
+
+    from midas_cli.model.checkpoint import load_model
+    from midas_cli.training.loop import train
+
+    base_file = tmp_path / "base.yaml"
+    base_file.write_text(yaml.safe_dump({
+        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
+        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
+        "eval": None, "checkpoint_every": 5}))
+
+    def child(out, ae_lr):
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump({
+            "base": str(base_file), "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / out),
+            "autoencoder": {"steps": 4, "batch_size": 2, "lr": ae_lr}, "train": {"steps": 0},
+            "finetune": [{"steps": 3, "batch_size": 2, "warmup": 1, "lr": 1e-12}],
+            "eval": None, "checkpoint_every": 5}))
+        return load_recipe(path)
+
+    def encoded_into(logs):
+        return [m.split(" into ")[1] for m in logs if m.startswith("encoding")]
+
+    base_logs, still_logs, tuned_logs = [], [], []
+    train(load_recipe(base_file), log=base_logs.append)
+    still = train(child("still", 1e-12), log=still_logs.append)  # lr ~0: the base's autoencoder as it was
+    tuned = train(child("tuned", 3e-3), log=tuned_logs.append)
+    base_model, still_model, tuned_model = (load_model(p / "checkpoint") for p in (tmp_path / "base", still, tuned))
+
+    base_ae, still_ae, tuned_ae = (m.autoencoder.state_dict() for m in (base_model, still_model, tuned_model))
+    assert all(torch.allclose(base_ae[k], still_ae[k], atol=1e-6) for k in base_ae)
+    assert any(not torch.allclose(base_ae[k], tuned_ae[k], atol=1e-4) for k in base_ae)
+    assert tuned_model.autoencoder.scaling_factor != base_model.autoencoder.scaling_factor
+    # the data is encoded with the fine-tuned encoder, into a folder of its own
+    assert encoded_into(tuned_logs) and encoded_into(tuned_logs)[0] not in encoded_into(base_logs)
+    # the model phases start from the base's model (lr ~0 leaves it where it started)
+    for p, q in zip(base_model.backbone.parameters(), tuned_model.backbone.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_autoencoder_init_from_a_checkpoint_without_one_is_a_one_line_error(tiny_data, tmp_path):

@@ -21,11 +21,13 @@ def synth(
                                        "sees.")] = "train",
     size: Annotated[int, typer.Option("--size", help="Frame width and height in pixels (even, "
                                       ">= 32).")] = 128,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Processes drawing and "
+                                         "writing clips; the files are the same for any count.")] = 1,
 ) -> None:
     """Render synthetic talking-head clips with per-frame ground truth (faces, speech-like
     audio, head pose, expression prompts, listening turns)."""
     from midas_cli.synth.dataset import write_dataset
 
     manifest = write_dataset(out, clips=clips, seconds=seconds, seed=seed, split=split,
-                             size=size, progress=True)
+                             size=size, progress=True, workers=workers)
     typer.echo(str(manifest))

@@ -22,8 +22,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float = FPS, crf: int = 12) -
     T, H, W, _ = frames.shape
     if H % 2 or W % 2:
         raise MidasError(f"{path}: H.264 yuv420p needs even frame sizes, got {W}x{H}")
+    # a float: imageio-ffmpeg 0.5 (the oldest the package allows) asserts one, and later
+    # versions turn it back into the same exact fraction (12.5 -> -r 25/2)
     writer = imageio_ffmpeg.write_frames(
-        str(path), (W, H), fps=Fraction(fps).limit_denominator(1000), codec="libx264",
+        str(path), (W, H), fps=float(Fraction(fps).limit_denominator(1000)), codec="libx264",
         pix_fmt_out="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
         output_params=["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"])
     writer.send(None)

@@ -135,7 +135,8 @@ class TrainingRun:
 
                 s = recipe.data.synth
                 self.log(f"synthesising {s.clips} clips of {s.seconds} s into {self.data_dir}")
-                write_dataset(self.data_dir, s.clips, s.seconds, s.seed, split="train", size=s.size)
+                write_dataset(self.data_dir, s.clips, s.seconds, s.seed, split="train", size=s.size,
+                              workers=max(1, recipe.data.workers))
             if self.world > 1:
                 torch.distributed.barrier()
         self.tokenizer = build_word_tokenizer(manifest_prompts(self.data_dir, recipe.data.max_clips),

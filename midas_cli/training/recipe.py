@@ -36,13 +36,18 @@ class DataRecipe:
     dir: str = "data/synth-train"  # a folder with manifest.jsonl (docs/formats.md)
     synth: SynthData | None = None
     max_clips: int | None = None
-    workers: int = 2  # DataLoader worker processes reading shards (0: in the training process)
+    # DataLoader worker processes reading shards (0: in the training process); also the processes
+    # that write `synth` when the folder has no manifest yet
+    workers: int = 2
     shard_mb: float = 256.0  # size bound of one shard of encoded latents
 
 
 @dataclass
 class AutoencoderTraining:
-    steps: int = 2000  # 0 keeps the autoencoder as built or loaded
+    # 0 keeps the autoencoder as built or loaded. On a `base` (or with `init_from`) the steps
+    # fine-tune that autoencoder, encoder included: the latents move, so the data is encoded
+    # anew and the model phases that follow must adapt the base's model to them.
+    steps: int = 2000
     init_from: str | None = None  # a checkpoint whose autoencoder to start from (e.g. to share one across ablations)
     batch_size: int = 16
     lr: float = 1e-3
@@ -246,9 +251,6 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
         raise MidasError(f"{path}: data.workers must be >= 0 and data.shard_mb > 0")
     text_in_head = recipe.model_config().text_in_head  # fail now, with the field's name, if an override is wrong
     _warn_eval_on_real_data(recipe, path)
-    if recipe.base and recipe.autoencoder.steps:  # checked now, not after the base has trained
-        raise MidasError(f"{path}: autoencoder.steps: must be 0 with a base recipe (it starts from the "
-                         f"base's autoencoder), got {recipe.autoencoder.steps}")
     dec = recipe.decoder
     if dec.steps < 0 or dec.batch_size < 1 or dec.lr <= 0 or dec.latent_noise < 0 or dec.edge_weight < 0:
         raise MidasError(f"{path}: decoder: steps must be >= 0, batch_size >= 1, lr > 0, latent_noise and "
