@@ -7,7 +7,6 @@ video track (crf 12, yuv420p, even sizes) at exactly 12.5 fps.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -25,7 +24,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float = FPS, crf: int = 12) -
     # a float: imageio-ffmpeg 0.5 (the oldest the package allows) asserts one, and later
     # versions turn it back into the same exact fraction (12.5 -> -r 25/2)
     writer = imageio_ffmpeg.write_frames(
-        str(path), (W, H), fps=float(Fraction(fps).limit_denominator(1000)), codec="libx264",
+        str(path), (W, H), fps=float(fps), codec="libx264",
         pix_fmt_out="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
         output_params=["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"])
     writer.send(None)
