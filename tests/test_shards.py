@@ -301,9 +301,24 @@ def test_the_frame_stream_is_deterministic_resumes_at_a_step_and_includes_refere
     assert not torch.equal(serial[0], serial[3])
 
     stream = FrameStream(tiny_source, 64, 64, 4, seed=2, clips_per_block=2, block_steps=3)
-    pool, _ = stream.pool(0)
+    pool, poses, _ = stream.pool(0)
     refs = {load_reference(tiny_source / e["ref"], 64, 64).tobytes() for e in read_manifest(tiny_source)}
     assert len(pool) == 2 * 38 + 2 and {pool[-1].tobytes(), pool[-2].tobytes()} <= refs
+    assert not poses.any()  # without with_pose
+
+    # with_pose: each frame with its clip's pose, in step; a reference with pose 0
+    from midas_cli.media.pose import load_pose
+
+    posed = FrameStream(tiny_source, 64, 64, 4, seed=2, clips_per_block=2, block_steps=3, with_pose=True)
+    pool2, poses2, _ = posed.pool(0)
+    assert np.array_equal(pool2, pool) and poses2.shape == (len(pool), 6)
+    clip_poses = [load_pose(tiny_source / e["pose"], 38) for e in read_manifest(tiny_source)]
+    assert any(np.array_equal(poses2[:38], p) for p in clip_poses) and poses2[:38].any()
+    assert not poses2[-2:].any()
+    batches = list(frame_loader(tiny_source, steps=7, num_workers=0, with_pose=True, **kw))
+    assert all(torch.equal(f, s) for (f, _), s in zip(batches, serial))
+    frames, pose = batches[0]
+    assert pose.shape == (4, 6) and pose.dtype == torch.float32
 
 
 def test_foreign_context_gives_a_share_of_windows_the_context_of_another_stretch_of_their_clip():

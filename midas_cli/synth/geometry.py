@@ -26,6 +26,20 @@ def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
+# Where the renderer draws the mouth, in head-local units (head half-heights; y down, z out of
+# the face): on the head ellipsoid's surface half a half-height below its centre.
+MOUTH_POINT = np.array([0.0, 0.5, 0.75])
+
+
+def mouth_centre(pose: np.ndarray, height: int, width: int) -> tuple[float, float, float]:
+    """(x, y, S) in pixels for one pose (6,) (`POSE_FIELDS`): the mouth's centre, and S, the
+    pixels per head half-height (how big the face is drawn)."""
+    yaw, pitch, roll, x, y, scale = (float(v) for v in pose)
+    S = HEAD_SCALE * height * (1.0 + scale)
+    dx, dy = S * (rotation(yaw, pitch, roll) @ MOUTH_POINT)[:2]
+    return width * (0.5 + x) + dx, height * (HEAD_Y + y) + dy, S
+
+
 class Projector:
     """Maps head-local points to pixel coordinates for one identity, pose and canvas size."""
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from midas_cli.errors import MidasError
 from midas_cli.model.autoencoder import images_to_tensor
 from midas_cli.training.frames import frame_loader
-from midas_cli.training.objective import ReconstructionLoss, SequenceLoss
+from midas_cli.training.objective import ReconstructionLoss, SequenceLoss, mouth_weight_map
 from midas_cli.training.recipe import TrainRecipe, load_recipe
 from midas_cli.training.state import (cosine_lr, load_train_state, rng_state, save_train_state, seed_everything,
                                       set_rng_state)
@@ -162,7 +162,8 @@ class TrainingRun:
             return
         ae.train()
         self._reconstruction_steps("autoencoder", ae_cfg, list(ae.parameters()),
-                                   ReconstructionLoss(ae, ae_cfg.edge_weight), seed=self.recipe.seed + 17,
+                                   ReconstructionLoss(ae, ae_cfg.edge_weight, mouth_weight=ae_cfg.mouth_weight),
+                                   seed=self.recipe.seed + 17,
                                    warmup=50, crop=ae_cfg.crop)
         ae.eval()
         self._set_latent_scale(frame_loader(self.data_dir, **self._frame_size(), batch_size=32, seed=0, steps=8,
@@ -189,7 +190,8 @@ class TrainingRun:
         params = list(ae.dcae.decoder.parameters())
         for p in params:
             p.requires_grad_(True)
-        loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise)
+        loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise,
+                                  mouth_weight=dec.mouth_weight)
         self._reconstruction_steps("decoder", dec, params, loss, seed=self.recipe.seed + 23, warmup=dec.warmup,
                                    write_checkpoints=True)
         ae.requires_grad_(False).eval()
@@ -213,18 +215,25 @@ class TrainingRun:
                 step_loss, device_ids=[device.index] if device.type == "cuda" else None)
         frames = frame_loader(self.data_dir, **self._frame_size(), batch_size=cfg.batch_size, seed=seed,
                               rank=self.rank, world=self.world, start_step=step, steps=cfg.steps,
-                              num_workers=recipe.data.workers, max_clips=recipe.data.max_clips)
+                              num_workers=recipe.data.workers, max_clips=recipe.data.max_clips,
+                              with_pose=cfg.mouth_weight > 0)
         for batch in frames:
             # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
             aug = np.random.default_rng([seed, self.rank, step])
+            mouth = None
+            if cfg.mouth_weight > 0:
+                batch, poses = batch
+                mouth = mouth_weight_map(poses, *batch.shape[1:3]).to(device)
             x = images_to_tensor(batch, device)
             if aug.random() < 0.5:  # mirrored faces are faces too
                 x = x.flip(-1)
+                mouth = None if mouth is None else mouth.flip(-1)
             if crop:
                 i, j = aug.integers(0, x.shape[-2] - crop + 1), aug.integers(0, x.shape[-1] - crop + 1)
                 x = x[..., i:i + crop, j:j + crop]
+                mouth = None if mouth is None else mouth[..., i:i + crop, j:j + crop]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss, rec = step_loss(x)
+                loss, rec = step_loss(x, mouth)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g in opt.param_groups:

@@ -116,17 +116,35 @@ def _distributed() -> bool:
         and torch.distributed.get_world_size() > 1
 
 
-def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0):
-    """The autoencoder's loss: L1 (sharp edges) + MSE, weighted up near image edges, + a small
+def mouth_weight_map(poses: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1]: a Gaussian over the mouth of each frame, placed by its head pose
+    (B, 6) (`POSE_FIELDS`) through the synth renderer's geometry (the pose JSON's frame)."""
+    from midas_cli.synth.geometry import mouth_centre
+
+    maps = []
+    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
+    for pose in poses.detach().double().cpu().numpy():
+        cx, cy, S = mouth_centre(pose, height, width)
+        # wider than tall, as the mouth is; roll is small enough to ignore for a soft weight
+        maps.append(torch.exp(-0.5 * (((xs - cx) / (0.32 * S)) ** 2 + ((ys - cy) / (0.2 * S)) ** 2)))
+    return torch.stack(maps)[:, None]
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0,
+                        mouth: torch.Tensor | None = None, mouth_weight: float = 0.0):
+    """The autoencoder's loss: L1 (sharp edges) + MSE, weighted up near image edges (and by
+    `1 + mouth_weight * mouth` where a mouth map (B, 1, H, W) is given), + a small
     latent-magnitude penalty that keeps tokens near unit scale."""
     err = rec.float() - x
+    w = torch.ones_like(x[:, :1])
     if edge_weight > 0:
         gx = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs().mean(1, keepdim=True), (0, 1))
         gy = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs().mean(1, keepdim=True), (0, 0, 0, 1))
         w = 1 + edge_weight * F.max_pool2d(gx + gy, 3, 1, 1)
-        w = w / w.mean()
-    else:
-        w = torch.ones_like(x[:, :1])
+    if mouth is not None and mouth_weight > 0:
+        w = w * (1 + mouth_weight * mouth.to(w))
+    w = w / w.mean()
     return (w * err.abs()).mean() + 0.5 * (w * err.pow(2)).mean() + 1e-4 * z.float().pow(2).mean()
 
 
@@ -138,16 +156,17 @@ class ReconstructionLoss(torch.nn.Module):
     latents the model draws) before they are decoded."""
 
     def __init__(self, autoencoder, edge_weight: float = 0.0, frozen_encoder: bool = False,
-                 latent_noise: float = 0.0):
+                 latent_noise: float = 0.0, mouth_weight: float = 0.0):
         super().__init__()
         self.autoencoder, self.edge_weight = autoencoder, edge_weight
         self.frozen_encoder, self.latent_noise = frozen_encoder, latent_noise
+        self.mouth_weight = mouth_weight
 
-    def forward(self, x):
+    def forward(self, x, mouth=None):
         dcae = self.autoencoder.dcae
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             z = dcae.encode(x, return_dict=False)[0]
         if self.latent_noise > 0:
             z = z + (self.latent_noise / self.autoencoder.scaling_factor) * torch.randn_like(z)
         rec = dcae.decode(z, return_dict=False)[0]
-        return reconstruction_loss(rec, x, z, self.edge_weight), rec
+        return reconstruction_loss(rec, x, z, self.edge_weight, mouth, self.mouth_weight), rec

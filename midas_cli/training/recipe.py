@@ -54,6 +54,9 @@ class AutoencoderTraining:
     # Extra loss weight on edges (eyes, lips, outlines): a uniform pixel loss spends its early
     # steps on large flat areas and leaves the small features that carry lip sync for last.
     edge_weight: float = 0.0
+    # Extra loss weight on the mouth (a soft patch placed by each frame's head pose): the lip gap
+    # that tells a closed mouth from a slightly open one is a few pixels of a 128-pixel frame.
+    mouth_weight: float = 0.0
     crop: int | None = None  # train on random crops of this size (cheaper steps; the AE is convolutional)
     log_every: int = 50
 
@@ -70,6 +73,7 @@ class DecoderTraining:
     lr: float = 1e-3
     warmup: int = 50
     edge_weight: float = 0.0  # as autoencoder.edge_weight
+    mouth_weight: float = 0.0  # as autoencoder.mouth_weight
     # Gaussian noise added to the latents the decoder sees, in units of the model's (unit-variance)
     # latents: a decoder that meets only exact encodings may decode a generated latent worse.
     latent_noise: float = 0.0
@@ -252,9 +256,12 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     text_in_head = recipe.model_config().text_in_head  # fail now, with the field's name, if an override is wrong
     _warn_eval_on_real_data(recipe, path)
     dec = recipe.decoder
-    if dec.steps < 0 or dec.batch_size < 1 or dec.lr <= 0 or dec.latent_noise < 0 or dec.edge_weight < 0:
-        raise MidasError(f"{path}: decoder: steps must be >= 0, batch_size >= 1, lr > 0, latent_noise and "
-                         "edge_weight >= 0")
+    if dec.steps < 0 or dec.batch_size < 1 or dec.lr <= 0 or min(dec.latent_noise, dec.edge_weight,
+                                                                   dec.mouth_weight) < 0:
+        raise MidasError(f"{path}: decoder: steps must be >= 0, batch_size >= 1, lr > 0, latent_noise, "
+                         "edge_weight and mouth_weight >= 0")
+    if min(recipe.autoencoder.edge_weight, recipe.autoencoder.mouth_weight) < 0:
+        raise MidasError(f"{path}: autoencoder: edge_weight and mouth_weight must be >= 0")
     recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
                        for i, ft in enumerate(recipe.finetune)]
     for i, (_, tr) in enumerate(recipe.phases()):
