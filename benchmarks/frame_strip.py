@@ -25,7 +25,7 @@ def mouth_crops(frames: np.ndarray, poses: np.ndarray, zoom: int = 3) -> np.ndar
     """Each frame cut around its mouth (by its pose) and enlarged `zoom` times."""
     from midas_cli.synth.geometry import mouth_centre
 
-    T, H, W = frames.shape[:3]
+    H, W = frames.shape[1:3]
     out = []
     for frame, pose in zip(frames, poses):
         cx, cy, S = mouth_centre(pose, H, W)
@@ -96,8 +96,7 @@ def main() -> None:
         generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
         rows.append((label, generate(case)))
     if args.mouth:
-        pose = case.pose[:case.n_frames] if len(case.pose) >= case.n_frames else case.pose
-        rows = [(label, mouth_crops(frames, pose[:len(frames)])) for label, frames in rows]
+        rows = [(label, mouth_crops(frames, case.pose[:len(frames)])) for label, frames in rows]
     strip(rows, at, case.fps).save(args.out)
     print(args.out)
 

@@ -59,6 +59,8 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("train.head_text_dropout=1.0", "train.head_text_dropout"),
     ("train.head_text_dropout=0.1", "train.head_text_dropout: needs a model with text_in_head"),
     ("decoder.latent_noise=-1", "decoder"),
+    ("decoder.mouth_weight=-1", "edge_weight and mouth_weight >= 0"),
+    ("autoencoder.mouth_weight=-1", "autoencoder: edge_weight and mouth_weight must be"),
     ("decoder.steps=x", "decoder.steps"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
