@@ -60,6 +60,7 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("train.head_text_dropout=0.1", "train.head_text_dropout: needs a model with text_in_head"),
     ("decoder.latent_noise=-1", "decoder"),
     ("decoder.mouth_weight=-1", "edge_weight and mouth_weight >= 0"),
+    ("decoder.rollout_share=1.5", "decoder.rollout_share"),
     ("autoencoder.mouth_weight=-1", "autoencoder: edge_weight and mouth_weight must be"),
     ("decoder.steps=x", "decoder.steps"),
 ])

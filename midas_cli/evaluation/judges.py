@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from midas_cli.errors import MidasError
-from midas_cli.synth.geometry import HEAD_SCALE, HEAD_Y
+from midas_cli.synth.geometry import head_frame
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 JUDGE_NAMES = ("mouth", "expression", "pose")
@@ -98,8 +98,7 @@ def face_crops(x: torch.Tensor, pose: torch.Tensor, crop: CropConfig) -> torch.T
     """
     B, _, H, W = x.shape
     roll = torch.deg2rad(pose[:, 2])
-    S = HEAD_SCALE * H * (1.0 + pose[:, 5])  # pixels per head half-height
-    cx, cy = W * (0.5 + pose[:, 3]), H * (HEAD_Y + pose[:, 4])
+    cx, cy, S = head_frame(pose[:, 3], pose[:, 4], pose[:, 5], H, W)  # S: pixels per head half-height
     cos, sin = torch.cos(roll), torch.sin(roll)
     R, v0 = crop.half_extent, crop.centre_y
     theta = torch.zeros(B, 2, 3, dtype=x.dtype)

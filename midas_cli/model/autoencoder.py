@@ -97,11 +97,15 @@ class FrameAutoencoder(nn.Module):
 
     def decode(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Tokens (B, N, C) → images (B, 3, H, W) in [-1, 1] (not clamped)."""
+        return self.dcae.decode(self.tokens_to_latent(tokens, grid), return_dict=False)[0]
+
+    def tokens_to_latent(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, N, C) → the DC-AE's own latent (B, C', h, w), unscaled (`encode`'s inverse)."""
         h, w = grid
         latent = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
         if self.patch_size > 1:
             latent = F.pixel_shuffle(latent, self.patch_size)
-        return self.dcae.decode(latent / self.scaling_factor, return_dict=False)[0]
+        return latent / self.scaling_factor
 
 
 def images_to_tensor(frames_uint8, device=None, dtype=torch.float32) -> torch.Tensor:

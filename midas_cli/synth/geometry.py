@@ -31,13 +31,20 @@ def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 MOUTH_POINT = np.array([0.0, 0.5, 0.75])
 
 
+def head_frame(x, y, scale, height: int, width: int):
+    """Where a pose's head is drawn in a (height, width) frame: its centre (cx, cy) in pixels and
+    S, the pixels per head half-height. The renderer, the mouth weight and the judges' face crops
+    all place the head through this; floats, arrays and tensors alike."""
+    return width * (0.5 + x), height * (HEAD_Y + y), HEAD_SCALE * height * (1.0 + scale)
+
+
 def mouth_centre(pose: np.ndarray, height: int, width: int) -> tuple[float, float, float]:
     """(x, y, S) in pixels for one pose (6,) (`POSE_FIELDS`): the mouth's centre, and S, the
     pixels per head half-height (how big the face is drawn)."""
     yaw, pitch, roll, x, y, scale = (float(v) for v in pose)
-    S = HEAD_SCALE * height * (1.0 + scale)
+    cx, cy, S = head_frame(x, y, scale, height, width)
     dx, dy = S * (rotation(yaw, pitch, roll) @ MOUTH_POINT)[:2]
-    return width * (0.5 + x) + dx, height * (HEAD_Y + y) + dy, S
+    return cx + dx, cy + dy, S
 
 
 class Projector:
@@ -47,9 +54,9 @@ class Projector:
         yaw, pitch, roll, x, y, scale = (float(v) for v in pose)
         self.ident = ident
         self.R = rotation(yaw, pitch, roll)
-        self.S = HEAD_SCALE * size * (1.0 + scale)  # pixels per head half-height
+        cx, cy, self.S = head_frame(x, y, scale, size, size)  # S: pixels per head half-height
         self.size = size
-        self.centre = np.array([size * (0.5 + x), size * (HEAD_Y + y)])
+        self.centre = np.array([cx, cy])
         self.base_centre = self.centre  # where the body hangs from (translation, no rotation)
 
     def lift(self, xy: np.ndarray, height: float | np.ndarray = 0.0) -> np.ndarray:

@@ -190,19 +190,42 @@ class TrainingRun:
         params = list(ae.dcae.decoder.parameters())
         for p in params:
             p.requires_grad_(True)
+        rollouts = self.write_rollouts() if dec.rollout_share > 0 else None
         loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise,
                                   mouth_weight=dec.mouth_weight)
         self._reconstruction_steps("decoder", dec, params, loss, seed=self.recipe.seed + 23, warmup=dec.warmup,
-                                   write_checkpoints=True)
+                                   write_checkpoints=True, rollouts=rollouts)
         ae.requires_grad_(False).eval()
         self.phase, self.state = "decoder", None
 
+    def write_rollouts(self) -> Path:
+        """OUTPUT/rollouts/: every training clip rolled out by the finished model (each rank its
+        share), for the decoder phase's `rollout_share`; clips already there are kept."""
+        from midas_cli.training.rollouts import write_rollouts
+
+        folder, t0 = self.out / "rollouts", time.perf_counter()
+        kw = dict(seed=self.recipe.seed, rank=self.rank, world=self.world, max_clips=self.recipe.data.max_clips,
+                  log=self.log)
+        if self.progress_factory is not None and self.rank == 0:
+            with self.progress_factory() as bar:
+                task = bar.add_task("rolling out the training clips", total=None)
+                write_rollouts(self.model, self.data_dir, folder,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total), **kw)
+        else:
+            write_rollouts(self.model, self.data_dir, folder, **kw)
+        if self.world > 1:
+            torch.distributed.barrier()
+        self.log(f"rollouts in {folder} ({time.perf_counter() - t0:.1f} s)")
+        return folder
+
     def _reconstruction_steps(self, phase: str, cfg, params: list, step_loss, seed: int, warmup: int,
-                              crop: int | None = None, write_checkpoints: bool = False) -> None:
+                              crop: int | None = None, write_checkpoints: bool = False,
+                              rollouts: Path | None = None) -> None:
         """`cfg.steps` optimizer steps of `params` on the pixel loss of `step_loss` (frames →
         (loss, reconstruction)), resumable; the autoencoder phase's and the decoder phase's.
         `write_checkpoints`: every save also writes OUTPUT/checkpoint (and a kept copy with
-        `keep_checkpoints`), as the model phases do."""
+        `keep_checkpoints`), as the model phases do. `rollouts`: the decoder phase's folder of
+        the model's rollouts, a share `cfg.rollout_share` of frames decoded from them."""
         recipe, device = self.recipe, self.device
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         step, state = 0, self.state
@@ -216,24 +239,31 @@ class TrainingRun:
         frames = frame_loader(self.data_dir, **self._frame_size(), batch_size=cfg.batch_size, seed=seed,
                               rank=self.rank, world=self.world, start_step=step, steps=cfg.steps,
                               num_workers=recipe.data.workers, max_clips=recipe.data.max_clips,
-                              with_pose=cfg.mouth_weight > 0)
+                              with_pose=cfg.mouth_weight > 0, rollouts=rollouts,
+                              rollout_share=getattr(cfg, "rollout_share", 0.0))
         for batch in frames:
             # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
             aug = np.random.default_rng([seed, self.rank, step])
-            mouth = None
-            if cfg.mouth_weight > 0:
+            mouth = tokens = use = None
+            if rollouts is not None:
+                batch, poses, tokens, use = batch
+            elif cfg.mouth_weight > 0:
                 batch, poses = batch
+            if cfg.mouth_weight > 0:
                 mouth = mouth_weight_map(poses, *batch.shape[1:3]).to(device)
             x = images_to_tensor(batch, device)
             if aug.random() < 0.5:  # mirrored faces are faces too
-                x = x.flip(-1)
-                mouth = None if mouth is None else mouth.flip(-1)
+                # but a rollout's latent cannot be mirrored: its frame (and mouth) stay as they are
+                flip = torch.ones(len(x), dtype=torch.bool) if use is None else ~use
+                x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+                mouth = None if mouth is None else torch.where(flip.to(device)[:, None, None, None],
+                                                               mouth.flip(-1), mouth)
             if crop:
                 i, j = aug.integers(0, x.shape[-2] - crop + 1), aug.integers(0, x.shape[-1] - crop + 1)
                 x = x[..., i:i + crop, j:j + crop]
                 mouth = None if mouth is None else mouth[..., i:i + crop, j:j + crop]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss, rec = step_loss(x, mouth)
+                loss, rec = step_loss(x, mouth) if use is None else step_loss(x, mouth, tokens.to(device), use.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g in opt.param_groups:

@@ -153,7 +153,9 @@ class ReconstructionLoss(torch.nn.Module):
 
     `frozen_encoder`: the decoder phase's step — the latents are computed without gradients (the
     encoder stays exactly as it is) and get `latent_noise` (in units of the scaled, unit-variance
-    latents the model draws) before they are decoded."""
+    latents the model draws) before they are decoded. `forward`'s `tokens` (B, N, C) and `use`
+    (B,) bool: the frames marked in `use` are decoded from these tokens (the model's rollout of
+    them, `decoder.rollout_share`) instead of from their encoding, against the same true frame."""
 
     def __init__(self, autoencoder, edge_weight: float = 0.0, frozen_encoder: bool = False,
                  latent_noise: float = 0.0, mouth_weight: float = 0.0):
@@ -162,10 +164,14 @@ class ReconstructionLoss(torch.nn.Module):
         self.frozen_encoder, self.latent_noise = frozen_encoder, latent_noise
         self.mouth_weight = mouth_weight
 
-    def forward(self, x, mouth=None):
+    def forward(self, x, mouth=None, tokens=None, use=None):
         dcae = self.autoencoder.dcae
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             z = dcae.encode(x, return_dict=False)[0]
+        if use is not None and bool(use.any()):
+            p = self.autoencoder.patch_size
+            rolled = self.autoencoder.tokens_to_latent(tokens.to(z), (z.shape[-2] // p, z.shape[-1] // p))
+            z = torch.where(use.to(z.device)[:, None, None, None], rolled, z)
         if self.latent_noise > 0:
             z = z + (self.latent_noise / self.autoencoder.scaling_factor) * torch.randn_like(z)
         rec = dcae.decode(z, return_dict=False)[0]

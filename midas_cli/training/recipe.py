@@ -77,6 +77,10 @@ class DecoderTraining:
     # Gaussian noise added to the latents the decoder sees, in units of the model's (unit-variance)
     # latents: a decoder that meets only exact encodings may decode a generated latent worse.
     latent_noise: float = 0.0
+    # Share of frames decoded from the model's own rollout of their clip instead of their encoding
+    # (training/rollouts.py; each clip rolled out once, before the phase, into OUTPUT/rollouts):
+    # what the decoder meets at inference is the model's latents, not the encoder's.
+    rollout_share: float = 0.0
     log_every: int = 50
 
 
@@ -260,6 +264,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
                                                                    dec.mouth_weight) < 0:
         raise MidasError(f"{path}: decoder: steps must be >= 0, batch_size >= 1, lr > 0, latent_noise, "
                          "edge_weight and mouth_weight >= 0")
+    if not 0 <= dec.rollout_share <= 1:
+        raise MidasError(f"{path}: decoder.rollout_share: {dec.rollout_share} must be in [0, 1]")
     if min(recipe.autoencoder.edge_weight, recipe.autoencoder.mouth_weight) < 0:
         raise MidasError(f"{path}: autoencoder: edge_weight and mouth_weight must be >= 0")
     recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
