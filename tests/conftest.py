@@ -52,3 +52,23 @@ def tiny_model_both(request):
     """The tiny model without and with the per-frame paths (`frame_conditions`,
     `reference_in_slots`, `text_in_slots`)."""
     return _tiny_model(request.param, request.param, request.param)
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    """A synthetic dataset small enough to encode and roll out in seconds: 3 clips of 3 s at 64 px."""
+    from midas_cli.synth.dataset import write_dataset
+
+    out = tmp_path_factory.mktemp("source")
+    write_dataset(out, clips=3, seconds=3.0, seed=0, size=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def frozen_tiny_model():
+    """The tiny preset in eval mode without gradients, as the data tools (encoding, rollouts) use it."""
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+
+    torch.manual_seed(0)
+    return MidasModel(preset("tiny")).eval().requires_grad_(False)

@@ -9,76 +9,58 @@ import torch
 from midas_cli.errors import MidasError
 
 
-@pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory):
-    from midas_cli.synth.dataset import write_dataset
-
-    out = tmp_path_factory.mktemp("source")
-    write_dataset(out, clips=3, seconds=3.0, seed=0, size=64, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def model():
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import MidasModel
-
-    torch.manual_seed(0)
-    return MidasModel(preset("tiny")).eval().requires_grad_(False)
-
-
 def _clip(source, i=0):
     from midas_cli.training.data import load_clip, read_manifest
 
     return load_clip(source, read_manifest(source)[i], 64, 64)
 
 
-def test_a_rollout_is_the_models_own_generation(tiny_source, model):
+def test_a_rollout_is_the_models_own_generation(tiny_source, frozen_tiny_model):
     """Decoded, a clip's rollout tokens are exactly the frames `render` makes of its inputs."""
     from midas_cli.model.autoencoder import tensor_to_images
     from midas_cli.pipeline import RenderInputs, render
     from midas_cli.training.rollouts import rollout_tokens
 
     clip = _clip(tiny_source)
-    tokens = rollout_tokens(model, clip, seed=5)
-    assert tokens.shape == (len(clip.frames), model.cfg.tokens_per_frame, model.cfg.latent_channels)
+    tokens = rollout_tokens(frozen_tiny_model, clip, seed=5)
+    assert tokens.shape == (len(clip.frames), frozen_tiny_model.cfg.tokens_per_frame, frozen_tiny_model.cfg.latent_channels)
     inputs = RenderInputs(ref=clip.ref, audio=clip.audio, n_frames=len(clip.frames), listen_audio=clip.listen,
                           pose=clip.pose, prompts=list(clip.prompts))
     frames = []
-    render(model, inputs, frames.append, seed=5, pipeline=False, channels_last=False)
-    f = model.cfg.frames_per_chunk
+    render(frozen_tiny_model, inputs, frames.append, seed=5, pipeline=False, channels_last=False)
+    f = frozen_tiny_model.cfg.frames_per_chunk
     with torch.no_grad():
-        decoded = np.concatenate([tensor_to_images(model.autoencoder.decode(tokens[i:i + f], model.cfg.latent_grid))
+        decoded = np.concatenate([tensor_to_images(frozen_tiny_model.autoencoder.decode(tokens[i:i + f], frozen_tiny_model.cfg.latent_grid))
                                   for i in range(0, len(tokens), f)])
     assert np.array_equal(decoded, np.stack(frames))
     # sampled, not looked up: another seed draws another rollout, and neither is the encoding
-    assert not torch.equal(rollout_tokens(model, clip, seed=6), tokens)
+    assert not torch.equal(rollout_tokens(frozen_tiny_model, clip, seed=6), tokens)
     from midas_cli.model.autoencoder import images_to_tensor
 
     with torch.no_grad():
-        encoded = model.autoencoder.encode(images_to_tensor(clip.frames))
+        encoded = frozen_tiny_model.autoencoder.encode(images_to_tensor(clip.frames))
     assert (encoded - tokens).abs().mean() > 1e-3
 
 
-def test_rollouts_are_written_per_clip_the_same_for_any_rank_count_and_resume(tiny_source, model, tmp_path):
+def test_rollouts_are_written_per_clip_the_same_for_any_rank_count_and_resume(tiny_source, frozen_tiny_model, tmp_path):
     from midas_cli.training.rollouts import load_rollout, write_rollouts
 
-    model.train()  # a training model is rolled out in eval mode, then left as it was
+    frozen_tiny_model.train()  # a training model is rolled out in eval mode, then left as it was
     logs = []
-    one = write_rollouts(model, tiny_source, tmp_path / "one", seed=3, log=logs.append)
-    assert model.training
-    model.eval()
+    one = write_rollouts(frozen_tiny_model, tiny_source, tmp_path / "one", seed=3, log=logs.append)
+    assert frozen_tiny_model.training
+    frozen_tiny_model.eval()
     for rank in (0, 1):
-        write_rollouts(model, tiny_source, tmp_path / "two", seed=3, rank=rank, world=2, log=logs.append)
+        write_rollouts(frozen_tiny_model, tiny_source, tmp_path / "two", seed=3, rank=rank, world=2, log=logs.append)
     clips = [_clip(tiny_source, i) for i in range(3)]
     for c in clips:
         a, b = load_rollout(one, c.id, len(c.frames)), load_rollout(tmp_path / "two", c.id, len(c.frames))
-        assert a.shape == (len(c.frames), model.cfg.tokens_per_frame, model.cfg.latent_channels)
+        assert a.shape == (len(c.frames), frozen_tiny_model.cfg.tokens_per_frame, frozen_tiny_model.cfg.latent_channels)
         assert np.array_equal(a, b)
     assert not np.array_equal(load_rollout(one, clips[0].id, 30), load_rollout(one, clips[1].id, 30))
     assert "3 clips rolled out" in logs[0]
     again = []
-    write_rollouts(model, tiny_source, one, seed=3, log=again.append)
+    write_rollouts(frozen_tiny_model, tiny_source, one, seed=3, log=again.append)
     assert "0 clips rolled out" in again[0]
 
     (one / f"{clips[0].id}.safetensors").write_bytes(b"not a safetensors file")

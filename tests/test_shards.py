@@ -15,24 +15,6 @@ from midas_cli.training import shards
 CLIP_MB = 0.07  # one tiny clip's tensors are ~0.061 MB: this shard size holds one clip, 0.13 holds two
 
 
-@pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory):
-    from midas_cli.synth.dataset import write_dataset
-
-    out = tmp_path_factory.mktemp("source")
-    write_dataset(out, clips=3, seconds=3.0, seed=0, size=64, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def model():
-    from midas_cli.model.config import preset
-    from midas_cli.model.midas import MidasModel
-
-    torch.manual_seed(0)
-    return MidasModel(preset("tiny")).eval().requires_grad_(False)
-
-
 def _copy(src, tmp_path, name="data"):
     dst = tmp_path / name
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".midas-cache"))
@@ -40,29 +22,29 @@ def _copy(src, tmp_path, name="data"):
 
 
 @pytest.fixture(scope="module")
-def encoded(tiny_source, model):
+def encoded(tiny_source, frozen_tiny_model):
     """The tiny dataset in shards of two clips at most: (data_dir, folder)."""
-    return tiny_source, shards.encode_dataset(model, tiny_source, shard_mb=0.13)
+    return tiny_source, shards.encode_dataset(frozen_tiny_model, tiny_source, shard_mb=0.13)
 
 
 @pytest.fixture(scope="module")
-def expected(tiny_source, model):
+def expected(tiny_source, frozen_tiny_model):
     """Every clip encoded here, whole and in memory, the plain way, by id."""
     from midas_cli.conditions.pose import pose_features
     from midas_cli.model.autoencoder import images_to_tensor
     from midas_cli.training.data import load_clip, prompt_per_frame, read_manifest
 
-    w, h = model.cfg.autoencoder.width, model.cfg.autoencoder.height
+    w, h = frozen_tiny_model.cfg.autoencoder.width, frozen_tiny_model.cfg.autoencoder.height
     out = {}
     for e in read_manifest(tiny_source):
         clip = load_clip(tiny_source, e, w, h)
-        n, ae = len(clip.frames), model.autoencoder
+        n, ae = len(clip.frames), frozen_tiny_model.autoencoder
         with torch.no_grad():  # in the batches of 32 encode_dataset uses, so the sums round alike
             lat = torch.cat([ae.encode(images_to_tensor(clip.frames[i:i + 32])) for i in range(0, n, 32)])
             ref = ae.encode(images_to_tensor(clip.ref[None]))[0]
         listen = clip.listen if clip.listen is not None else np.zeros(1, np.float32)
-        out[e["id"]] = dict(latents=lat, ref=ref, audio=model.audio_features(clip.audio, n),
-                            listen=model.audio_features(listen, n), pose=pose_features(clip.pose[:n]),
+        out[e["id"]] = dict(latents=lat, ref=ref, audio=frozen_tiny_model.audio_features(clip.audio, n),
+                            listen=frozen_tiny_model.audio_features(listen, n), pose=pose_features(clip.pose[:n]),
                             prompts=prompt_per_frame(clip.prompts, n))
     return out
 
@@ -106,7 +88,7 @@ class Killed(Exception):
     pass
 
 
-def test_an_interrupted_encode_resumes_with_the_clips_left(tiny_source, model, expected, tmp_path):
+def test_an_interrupted_encode_resumes_with_the_clips_left(tiny_source, frozen_tiny_model, expected, tmp_path):
     data = _copy(tiny_source, tmp_path)
 
     def kill_after_first_shard(msg):
@@ -114,43 +96,43 @@ def test_an_interrupted_encode_resumes_with_the_clips_left(tiny_source, model, e
             raise Killed
 
     with pytest.raises(Killed):
-        shards.encode_dataset(model, data, shard_mb=CLIP_MB, log=kill_after_first_shard)
-    folder = shards.shard_folder(model, data)
+        shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB, log=kill_after_first_shard)
+    folder = shards.shard_folder(frozen_tiny_model, data)
     assert [p.name for p in folder.iterdir()] == ["shard-r000-00000.safetensors"]
     logs = []
-    shards.encode_dataset(model, data, shard_mb=CLIP_MB, log=logs.append)
+    shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB, log=logs.append)
     assert "encoding 2 of 3 clips" in logs[0]
     _assert_same(_contents(folder), expected)
     logs.clear()
-    assert shards.encode_dataset(model, data, shard_mb=CLIP_MB, log=logs.append) == folder
+    assert shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB, log=logs.append) == folder
     assert logs == [f"latents from {folder}"]  # complete: nothing opened
 
 
-def test_a_changed_clip_is_encoded_again_and_its_stale_copy_left_out(tiny_source, model, tmp_path):
+def test_a_changed_clip_is_encoded_again_and_its_stale_copy_left_out(tiny_source, frozen_tiny_model, tmp_path):
     from midas_cli.training.data import read_manifest
 
     data = _copy(tiny_source, tmp_path)
-    folder = shards.encode_dataset(model, data, shard_mb=CLIP_MB)
+    folder = shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB)
     entry = read_manifest(data)[1]
     prompts = data / entry["prompts"]
     doc = json.loads(prompts.read_text())
     doc["prompts"][0]["text"] = "a brand new mood"
     prompts.write_text(json.dumps(doc))
     logs = []
-    shards.encode_dataset(model, data, shard_mb=CLIP_MB, log=logs.append)
+    shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB, log=logs.append)
     assert "encoding 1 of 3 clips" in logs[0]
     index = json.loads((folder / "index.json").read_text())
     assert index["clips"] == 3 and len(index["shards"]) == 3  # the old shard of clip 1 is out of the index
     assert _contents(folder)[entry["id"]]["prompts"][0] == "a brand new mood"
 
 
-def test_a_changed_autoencoder_encodes_into_a_new_key_folder(tiny_source, model, tmp_path):
+def test_a_changed_autoencoder_encodes_into_a_new_key_folder(tiny_source, frozen_tiny_model, tmp_path):
     data = _copy(tiny_source, tmp_path)
-    first = shards.encode_dataset(model, data, shard_mb=1.0)
-    other = copy.deepcopy(model)
+    first = shards.encode_dataset(frozen_tiny_model, data, shard_mb=1.0)
+    other = copy.deepcopy(frozen_tiny_model)
     with torch.no_grad():
         next(other.autoencoder.parameters()).add_(0.01)
-    assert shards.dataset_key(other) != shards.dataset_key(model)
+    assert shards.dataset_key(other) != shards.dataset_key(frozen_tiny_model)
     logs = []
     second = shards.encode_dataset(other, data, shard_mb=1.0, log=logs.append)
     assert second != first and "encoding 3 of 3 clips" in logs[0]
@@ -159,18 +141,18 @@ def test_a_changed_autoencoder_encodes_into_a_new_key_folder(tiny_source, model,
     assert torch.equal(a["train-000000"]["audio"], b["train-000000"]["audio"])
 
 
-def test_a_changed_decoder_keeps_the_key_of_the_latents(model):
+def test_a_changed_decoder_keeps_the_key_of_the_latents(frozen_tiny_model):
     """The latents depend on the encoder only: a decoder phase must not re-encode the data."""
-    other = copy.deepcopy(model)
+    other = copy.deepcopy(frozen_tiny_model)
     with torch.no_grad():
         next(other.autoencoder.dcae.decoder.parameters()).add_(0.01)
-    assert shards.dataset_key(other) == shards.dataset_key(model)
+    assert shards.dataset_key(other) == shards.dataset_key(frozen_tiny_model)
 
 
-def test_two_ranks_encode_the_same_data_and_read_disjoint_shards(tiny_source, model, expected, tmp_path):
+def test_two_ranks_encode_the_same_data_and_read_disjoint_shards(tiny_source, frozen_tiny_model, expected, tmp_path):
     data = _copy(tiny_source, tmp_path)
     for rank in (0, 1):
-        folder = shards.encode_dataset(model, data, shard_mb=CLIP_MB, rank=rank, world=2)
+        folder = shards.encode_dataset(frozen_tiny_model, data, shard_mb=CLIP_MB, rank=rank, world=2)
     assert not (folder / "index.json").exists()  # rank 0 writes it after the barrier
     assert sorted(p.name for p in folder.glob("*.safetensors")) == [
         "shard-r000-00000.safetensors", "shard-r000-00001.safetensors", "shard-r001-00000.safetensors"]

@@ -194,7 +194,7 @@ class TrainingRun:
         loss = ReconstructionLoss(ae, dec.edge_weight, frozen_encoder=True, latent_noise=dec.latent_noise,
                                   mouth_weight=dec.mouth_weight)
         self._reconstruction_steps("decoder", dec, params, loss, seed=self.recipe.seed + 23, warmup=dec.warmup,
-                                   write_checkpoints=True, rollouts=rollouts)
+                                   write_checkpoints=True, rollouts=rollouts, rollout_share=dec.rollout_share)
         ae.requires_grad_(False).eval()
         self.phase, self.state = "decoder", None
 
@@ -220,12 +220,12 @@ class TrainingRun:
 
     def _reconstruction_steps(self, phase: str, cfg, params: list, step_loss, seed: int, warmup: int,
                               crop: int | None = None, write_checkpoints: bool = False,
-                              rollouts: Path | None = None) -> None:
+                              rollouts: Path | None = None, rollout_share: float = 0.0) -> None:
         """`cfg.steps` optimizer steps of `params` on the pixel loss of `step_loss` (frames →
         (loss, reconstruction)), resumable; the autoencoder phase's and the decoder phase's.
         `write_checkpoints`: every save also writes OUTPUT/checkpoint (and a kept copy with
         `keep_checkpoints`), as the model phases do. `rollouts`: the decoder phase's folder of
-        the model's rollouts, a share `cfg.rollout_share` of frames decoded from them."""
+        the model's rollouts, a share `rollout_share` of frames decoded from them."""
         recipe, device = self.recipe, self.device
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         step, state = 0, self.state
@@ -240,7 +240,7 @@ class TrainingRun:
                               rank=self.rank, world=self.world, start_step=step, steps=cfg.steps,
                               num_workers=recipe.data.workers, max_clips=recipe.data.max_clips,
                               with_pose=cfg.mouth_weight > 0, rollouts=rollouts,
-                              rollout_share=getattr(cfg, "rollout_share", 0.0))
+                              rollout_share=rollout_share)
         for batch in frames:
             # augmentation drawn per step, so a resumed run flips and crops as an unbroken one
             aug = np.random.default_rng([seed, self.rank, step])
