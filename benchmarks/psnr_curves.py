@@ -26,7 +26,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 4.6), dpi=110)
     for item in args.results:
         path, _, label = item.partition(":")
         result = json.loads(Path(path).read_text())
@@ -39,9 +39,10 @@ def main() -> None:
     ax.set_ylabel("PSNR against the truth (dB)")
     ax.set_title(args.title or f"held-out cases: {cases} × {seconds:g} s (mean per second)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # beside the axes, not on them: with many curves an inner legend hides some of them
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(args.out)
+    fig.savefig(args.out, bbox_inches="tight")
     print(args.out)
 
 
