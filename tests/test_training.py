@@ -60,6 +60,7 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("train.head_text_dropout=0.1", "train.head_text_dropout: needs a model with text_in_head"),
     ("decoder.latent_noise=-1", "decoder"),
     ("decoder.mouth_weight=-1", "edge_weight and mouth_weight >= 0"),
+    ("train.mouth_weight=-1", "train.mouth_weight: must be >= 0"),
     ("decoder.rollout_share=1.5", "decoder.rollout_share"),
     ("autoencoder.mouth_weight=-1", "autoencoder: edge_weight and mouth_weight must be"),
     ("decoder.steps=x", "decoder.steps"),
@@ -216,6 +217,73 @@ def _tiny_training_batch(batch: int = 2, text_in_head: bool = False):
                           text=model.encode_texts(["smile"] * (b * k)).reshape(b, k, -1),
                           listen=torch.randn(b, k, f, a_dim))
     return model, ref, frames, feats
+
+
+def test_the_model_phase_mouth_map_follows_the_head_on_the_latent_grid():
+    """`frame_mouth_tokens`: one map per frame, on the token grid row by row; its peak sits in the
+    lower middle of a frontal face and moves right with the head (pose x)."""
+    from midas_cli.conditions.pose import pose_features
+    from midas_cli.training.objective import frame_mouth_tokens
+
+    poses = np.zeros((12, 6), np.float32)
+    poses[6:, 3] = 0.15  # the second chunk's head moved right
+    feats = pose_features(poses).reshape(1, 2, 6, 12)
+    mouth = frame_mouth_tokens(feats, (8, 8))
+    assert mouth.shape == (1, 12, 64) and float(mouth.min()) >= 0 and float(mouth.max()) <= 1
+    rows, cols = mouth[0].argmax(-1) // 8, mouth[0].argmax(-1) % 8
+    assert (rows[:6] >= 4).all() and ((cols[:6] == 3) | (cols[:6] == 4)).all()
+    assert (cols[6:] > cols[:6]).all()
+
+
+def test_mouth_weight_puts_the_model_loss_on_the_mouth_tokens(monkeypatch):
+    """A mouth map on token j alone, weight m: token j's loss weighs (1 + m) N / (N + m) and every
+    other token N / (N + m); m = 0 or no map is the plain mean; with change weights, m × map adds
+    to them before the renormalisation. Through the phase's loss module,
+    `mouth_weight` brings the map of each frame's own pose."""
+    import midas_cli.training.objective as objective
+    from midas_cli.training.objective import SequenceLoss, frame_mouth_tokens, sequence_loss
+    from midas_cli.training.recipe import ModelTraining
+
+    model, ref, frames, feats = _tiny_training_batch()
+    b, t, n = frames.shape[:3]
+    j, m = 5, 3.0
+    mouth = torch.zeros(b, t, n)
+    mouth[..., j] = 1.0
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    seen = {}
+    real = objective.flow_matching_loss
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen["per_token"] = out.detach().mean(-1) if out.dim() else None
+        return out
+
+    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
+                             mouth=mouth, mouth_weight=m)
+    w = torch.full((n,), n / (n + m))
+    w[j] = (1 + m) * n / (n + m)
+    per_token = seen["per_token"]
+    assert torch.allclose(weighted, (per_token * w).mean(), rtol=1e-5)
+    plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), mouth=mouth)
+    assert torch.allclose(plain, per_token.mean(), rtol=1e-5) and not torch.allclose(weighted, plain)
+    moved = prev.clone()
+    moved[:, :, 2] += 1.0  # with change weights the map's weight adds to theirs
+    both = sequence_loss(model, ref, frames, moved, feats, torch.Generator().manual_seed(3), change_weight=4.0,
+                         mouth=mouth, mouth_weight=m)
+    w = objective.change_weights(frames, moved, 4.0).view(b, t, n) + m * mouth
+    w = w / w.mean(-1, keepdim=True)
+    assert torch.allclose(both, (seen["per_token"].view(b, t, n) * w).mean(), rtol=1e-5)
+
+    texts = [["smile"] * 2] * b
+    torch.manual_seed(7)
+    through_module = SequenceLoss(model)(ref, frames, prev, feats, texts, ModelTraining(mouth_weight=m))
+    torch.manual_seed(7)
+    expected = sequence_loss(model, ref, frames, prev, feats, mouth=frame_mouth_tokens(feats.pose, model.cfg.latent_grid),
+                             mouth_weight=m)
+    torch.manual_seed(7)
+    without = SequenceLoss(model)(ref, frames, prev, feats, texts, ModelTraining())
+    assert torch.allclose(through_module, expected) and not torch.allclose(through_module, without)
 
 
 def test_rollout_history_is_remade_by_the_model_without_gradients():

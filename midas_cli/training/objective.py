@@ -40,7 +40,8 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
                   weight_from: torch.Tensor | None = None, head_repeats: int = 1,
                   change_fade: bool = False, sequence_noise: float = 0.0,
-                  head_text_dropout: float = 0.0) -> torch.Tensor:
+                  head_text_dropout: float = 0.0, mouth: torch.Tensor | None = None,
+                  mouth_weight: float = 0.0) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
@@ -51,6 +52,9 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     the head is small, so more of its training signal per backbone pass is cheap.
     head_text_dropout: share of frames whose head condition leaves the text out (`text_in_head`
     models), so the head also learns the text-free velocity that guidance steers away from.
+    mouth (B, T, N) in [0, 1]: where each target frame's mouth is (`frame_mouth_tokens`);
+    `mouth_weight × mouth` is added to each token's weight (1, or its change weight), and the
+    weights renormalised to mean 1 per frame.
     """
     b, t = frames.shape[:2]
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
@@ -62,6 +66,13 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
         buckets = torch.where(whole[:, None], buckets[:, :1].expand(b, t), buckets)
     fade = 1 - buckets.float() / max(model.cfg.noise.num_buckets - 1, 1) if change_fade else None
     weight = change_weights(frames, previous if weight_from is None else weight_from, change_weight, fade)
+    if mouth is not None and mouth_weight > 0:
+        # added, not multiplied: a closed mouth does not move, so the change weight leaves it at
+        # ~1/17 of an average token, yet whether it is closed (listening) or a little open is
+        # the lip-sync's call; a moving mouth, already weighted up, is left about as it was
+        extra = mouth_weight * mouth.to(frames.device).float().flatten(0, 1)  # (B*T, N)
+        weight = (1 if weight is None else weight) + extra
+        weight = weight / weight.mean(-1, keepdim=True)
     context = model.noise.corrupt(previous, buckets, generator)
     cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
     if model.head_text is not None:
@@ -106,9 +117,11 @@ class SequenceLoss(torch.nn.Module):
                 prev = prev.clone()
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
+        mouth = frame_mouth_tokens(feats.pose, self.model.cfg.latent_grid) if tr.mouth_weight > 0 else None
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
                              weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade,
-                             sequence_noise=tr.sequence_noise, head_text_dropout=tr.head_text_dropout)
+                             sequence_noise=tr.sequence_noise, head_text_dropout=tr.head_text_dropout,
+                             mouth=mouth, mouth_weight=tr.mouth_weight)
 
 
 def _distributed() -> bool:
@@ -129,6 +142,16 @@ def mouth_weight_map(poses: torch.Tensor, height: int, width: int) -> torch.Tens
         # wider than tall, as the mouth is; roll is small enough to ignore for a soft weight
         maps.append(torch.exp(-0.5 * (((xs - cx) / (0.32 * S)) ** 2 + ((ys - cy) / (0.2 * S)) ** 2)))
     return torch.stack(maps)[:, None]
+
+
+def frame_mouth_tokens(pose_features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Pose features (B, K, F, 12) (`pose_features`) → (B, K·F, N): `mouth_weight_map` of each
+    frame on the latent grid, one value per token (tokens run row by row, as `encode` lays them)."""
+    from midas_cli.conditions.pose import POSE_SCALE
+
+    b = pose_features.shape[0]
+    poses = pose_features[..., 6:].reshape(-1, 6).float().cpu() * torch.from_numpy(POSE_SCALE)
+    return mouth_weight_map(poses, *grid).reshape(b, -1, grid[0] * grid[1])
 
 
 def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, z: torch.Tensor, edge_weight: float = 0.0,

@@ -114,6 +114,9 @@ class ModelTraining:
     rollout_passes: int = 2  # parallel re-making passes: the first p frames are exact rollouts
     rollout_shift: float = 0.6  # bends the LogitNormal noise level of a re-made frame (< 1: lighter)
     head_repeats: int = 1  # flow-loss draws per backbone output (MAR's diffusion_batch_mul)
+    # Extra loss weight on the mouth's tokens (placed by each frame's head pose, as the decoder's
+    # `mouth_weight`): a closed mouth is still, so the change weight alone barely counts it.
+    mouth_weight: float = 0.0
     # Share of frames whose diffusion-head condition leaves the text out (`text_in_head` models):
     # the text-free velocity that classifier-free guidance (`head.guidance`) needs.
     head_text_dropout: float = 0.0
@@ -299,6 +302,8 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.foreign_context: must be in [0, 1], got {tr.foreign_context}")
         if tr.change_weight < 0:
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
+        if tr.mouth_weight < 0:
+            raise MidasError(f"{path}: {where}.mouth_weight: must be >= 0, got {tr.mouth_weight}")
     return recipe
 
 
