@@ -219,6 +219,22 @@ def _tiny_training_batch(batch: int = 2, text_in_head: bool = False):
     return model, ref, frames, feats
 
 
+def _spy_on_the_flow_loss(monkeypatch) -> dict:
+    """Wraps the objective's flow loss; the dict's "per_token" holds the last call's (·, N)
+    per-token losses (None for a reduced call)."""
+    import midas_cli.training.objective as objective
+
+    seen, real = {}, objective.flow_matching_loss
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen["per_token"] = out.detach().mean(-1) if out.dim() else None
+        return out
+
+    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    return seen
+
+
 def test_the_model_phase_mouth_map_follows_the_head_on_the_latent_grid():
     """`frame_mouth_tokens`: one map per frame, on the token grid row by row; its peak sits in the
     lower middle of a frontal face and moves right with the head (pose x)."""
@@ -240,8 +256,7 @@ def test_mouth_weight_puts_the_model_loss_on_the_mouth_tokens(monkeypatch):
     other token N / (N + m); m = 0 or no map is the plain mean; with change weights, m × map adds
     to them before the renormalisation. Through the phase's loss module,
     `mouth_weight` brings the map of each frame's own pose."""
-    import midas_cli.training.objective as objective
-    from midas_cli.training.objective import SequenceLoss, frame_mouth_tokens, sequence_loss
+    from midas_cli.training.objective import SequenceLoss, change_weights, frame_mouth_tokens, sequence_loss
     from midas_cli.training.recipe import ModelTraining
 
     model, ref, frames, feats = _tiny_training_batch()
@@ -250,15 +265,7 @@ def test_mouth_weight_puts_the_model_loss_on_the_mouth_tokens(monkeypatch):
     mouth = torch.zeros(b, t, n)
     mouth[..., j] = 1.0
     prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
-    seen = {}
-    real = objective.flow_matching_loss
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen["per_token"] = out.detach().mean(-1) if out.dim() else None
-        return out
-
-    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    seen = _spy_on_the_flow_loss(monkeypatch)
     weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
                              mouth=mouth, mouth_weight=m)
     w = torch.full((n,), n / (n + m))
@@ -271,7 +278,7 @@ def test_mouth_weight_puts_the_model_loss_on_the_mouth_tokens(monkeypatch):
     moved[:, :, 2] += 1.0  # with change weights the map's weight adds to theirs
     both = sequence_loss(model, ref, frames, moved, feats, torch.Generator().manual_seed(3), change_weight=4.0,
                          mouth=mouth, mouth_weight=m)
-    w = objective.change_weights(frames, moved, 4.0).view(b, t, n) + m * mouth
+    w = change_weights(frames, moved, 4.0).view(b, t, n) + m * mouth
     w = w / w.mean(-1, keepdim=True)
     assert torch.allclose(both, (seen["per_token"].view(b, t, n) * w).mean(), rtol=1e-5)
 
@@ -383,22 +390,13 @@ def test_a_foreign_context_is_what_the_model_sees_while_the_change_weights_measu
 def test_change_weight_puts_the_loss_on_the_tokens_that_moved(monkeypatch):
     """Only token j differs from the previous frame: with change_weight a, token j's loss
     weighs (1 + a*N) / (1 + a) and every other token 1 / (1 + a); a = 0 is the plain mean."""
-    import midas_cli.training.objective as objective
     from midas_cli.training.objective import sequence_loss
 
     model, ref, frames, feats = _tiny_training_batch()
     n, j, a = frames.shape[2], 3, 4.0
     prev = frames.clone()
     prev[:, :, j] += 1.0
-    seen = {}
-    real = objective.flow_matching_loss
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen["per_token"] = out.detach().mean(-1) if out.dim() else None
-        return out
-
-    monkeypatch.setattr(objective, "flow_matching_loss", spy)
+    seen = _spy_on_the_flow_loss(monkeypatch)
     weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), change_weight=a)
     w = torch.full((n,), 1 / (1 + a))
     w[j] = (1 + a * n) / (1 + a)
