@@ -116,7 +116,7 @@ def test_a_wrong_eval_value_fails_with_its_name(tmp_path):
         load_recipe(_write_recipe(tmp_path, model="tiny", eval="sometimes"))
 
 
-@pytest.mark.parametrize("name, expect_on", [("demo", False), ("demo_text", False), ("demo_hold", False), ("demo_base", True), ("demo_no_noise", True)])
+@pytest.mark.parametrize("name, expect_on", [("demo", False), ("demo_step9", False), ("demo_text", False), ("demo_hold", False), ("demo_base", True), ("demo_no_noise", True)])
 def test_shipped_recipes_keep_their_evaluation(name, expect_on):
     assert (load_recipe(name).eval is not None) == expect_on
 

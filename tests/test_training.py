@@ -8,7 +8,7 @@ from midas_cli.errors import MidasError
 from midas_cli.training.recipe import load_recipe, shipped_recipe
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_text", "demo_hold", "demo_base", "demo_no_noise"])
+@pytest.mark.parametrize("name", ["demo", "demo_step9", "demo_text", "demo_hold", "demo_base", "demo_no_noise"])
 def test_shipped_training_recipes_validate(name):
     recipe = load_recipe(name)
     cfg = recipe.model_config()
