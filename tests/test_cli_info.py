@@ -37,3 +37,16 @@ def test_info_on_a_missing_checkpoint_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert "nope: no such checkpoint folder" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_help_texts_reflow_and_keep_their_brackets():
+    """Docstrings are written wrapped at 100 columns: the help must join their lines, and names
+    such as the `[tensorboard]` extra must not be taken for markup and vanish."""
+    from midas_cli.training.recipe import shipped_training_recipes
+
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["train", "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "[tensorboard] extra" in text
+    assert "running the same recipe again resumes" in text  # one sentence, not broken at the docstring's newline
+    assert all(name in text for name in shipped_training_recipes())

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from midas_cli.errors import MidasError
-from midas_cli.training.recipe import load_recipe, shipped_recipe
+from midas_cli.training.recipe import load_recipe, shipped_recipe, shipped_training_recipes
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_step9", "demo_text", "demo_hold", "demo_base", "demo_no_noise"])
+@pytest.mark.parametrize("name", shipped_training_recipes())
 def test_shipped_training_recipes_validate(name):
     recipe = load_recipe(name)
     cfg = recipe.model_config()

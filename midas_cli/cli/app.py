@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings reflow (typer's "rich" mode keeps every line break)
 )
 _state = {"debug": False}
 

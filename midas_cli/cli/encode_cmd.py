@@ -27,7 +27,7 @@ def encode_dataset_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Encode every clip's frames, reference, audio, pose and prompts into safetensors shards under
-    DATA_DIR/.midas-cache/shards/<key>/, resumable; training reads them a window at a time."""
+    DATA_DIR/.midas-cache/shards/KEY/, resumable; training reads them a window at a time."""
     from midas_cli.errors import MidasError
     from midas_cli.training.data import read_manifest
     from midas_cli.training.shards import encode_dataset, write_index

@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from midas_cli.cli.common import console_err
+from midas_cli.training.recipe import shipped_training_recipes
 
 
 def train_cmd(
-    recipe: Annotated[str, typer.Argument(help="A recipe YAML, or the name of a shipped one (demo, demo_step9, demo_text, demo_hold, demo_base, demo_no_noise).")],
+    recipe: Annotated[str, typer.Argument(
+        help=f"A recipe YAML, or the name of a shipped one ({', '.join(shipped_training_recipes())}).")],
     overrides: Annotated[list[str] | None, typer.Argument(
         help="Recipe fields to override, e.g. train.steps=100 output=runs/try model_overrides.noise.sigma_max=0",
         show_default=False)] = None,

@@ -220,10 +220,22 @@ def _warn_eval_on_real_data(recipe: TrainRecipe, path: Path) -> None:
                       "judges say little about a model of real footage", highlight=False, soft_wrap=True)
 
 
+def _shipped_recipes_dir() -> Path:
+    return Path(str(resources.files("midas_cli"))) / "recipes"
+
+
 def shipped_recipe(name: str) -> Path | None:
     """`demo` → the recipe shipped inside the package (so an installed wheel finds it)."""
-    path = Path(str(resources.files("midas_cli"))) / "recipes" / f"{name}.yaml"
+    path = _shipped_recipes_dir() / f"{name}.yaml"
     return path if path.exists() else None
+
+
+def shipped_training_recipes() -> list[str]:
+    """Names of the shipped training recipes (those naming a `model`; the judge and batch recipes
+    are other kinds), `demo` first: help texts and tests list them from here, not by hand."""
+    names = [p.stem for p in _shipped_recipes_dir().glob("*.yaml")
+             if "model" in (yaml.safe_load(p.read_text()) or {})]
+    return sorted(names, key=lambda n: (n != "demo", n))
 
 
 def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRecipe:
