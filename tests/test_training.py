@@ -696,3 +696,29 @@ def test_the_decoder_phase_trains_the_decoder_alone_and_resumes_exactly(tiny_dat
         assert a["step"] == b["step"] == 20
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), (other, k)
+
+
+def test_init_resized_moves_a_model_to_a_wider_latent(tiny_model, tmp_path):
+    """`init_resized`: a checkpoint's weights into a model whose latent has twice the channels:
+    every tensor of the same shape is the checkpoint's, the latent's in/out layers keep their
+    initialisation; without the flag the mismatch is a one-line error naming the file."""
+    from midas_cli.model.checkpoint import save_checkpoint
+    from midas_cli.model.config import preset
+    from midas_cli.model.midas import MidasModel
+    from midas_cli.training.loop import load_model_weights
+
+    ckpt = save_checkpoint(tiny_model, tmp_path / "ckpt")
+    cfg = preset("tiny")
+    arch = cfg.autoencoder.architecture
+    arch["latent_channels"] = 2 * int(arch.get("latent_channels", 32))
+    torch.manual_seed(1)
+    wide = MidasModel(cfg)
+    before = {k: v.clone() for k, v in wide.trainable_state_dict().items()}
+    with pytest.raises(MidasError, match=r"model\.safetensors: weights do not match .*wrong shape"):
+        load_model_weights(wide, str(ckpt))
+    load_model_weights(wide, str(ckpt), allow_resized=True)
+    old = tiny_model.trainable_state_dict()
+    resized = [k for k, v in wide.trainable_state_dict().items() if v.shape != old[k].shape]
+    assert resized and any(k.startswith("frame_in") for k in resized)
+    for k, v in wide.trainable_state_dict().items():
+        assert torch.equal(v, before[k] if k in resized else old[k]), k

@@ -186,34 +186,42 @@ def _load_tokenizer(ckpt: Path):
         raise MidasError(f"{tok_path}: not a tokenizers file ({why}); {HINT}") from None
 
 
-def _check_model_weights(weights: Path, model, against: str = "config.json", allow_new: bool = False) -> list[str]:
+def _check_model_weights(weights: Path, model, against: str = "config.json", allow_new: bool = False,
+                         allow_resized: bool = False) -> list[str]:
     """model.safetensors (header only) against the model's trainable tensors: names and shapes.
-    With `allow_new` the model may have tensors the file lacks; their names are returned."""
+    With `allow_new` the model may have tensors the file lacks, with `allow_resized` tensors of
+    another shape; the names of both are returned."""
     from midas_cli.model.weights import check_shapes, safetensors_shapes
 
     found = safetensors_shapes(weights)
     expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     new = sorted(set(expected) - set(found)) if allow_new else []
-    check_shapes(weights, found, {k: v for k, v in expected.items() if k not in new}, against)
-    return new
+    resized = sorted(k for k in expected if k in found and tuple(found[k]) != expected[k]) if allow_resized else []
+    kept = set(new) | set(resized)
+    check_shapes(weights, {k: v for k, v in found.items() if k not in resized},
+                 {k: v for k, v in expected.items() if k not in kept}, against)
+    return sorted(kept)
 
 
-def load_trainable_weights(model, weights: Path, against: str = "config.json", allow_new: bool = False) -> list[str]:
+def load_trainable_weights(model, weights: Path, against: str = "config.json", allow_new: bool = False,
+                           allow_resized: bool = False) -> list[str]:
     """model.safetensors into the model's trainable tensors, the header checked first; a corrupt or
     mismatched file is a MidasError naming it.
 
     allow_new: the model may have tensors the file lacks (a module a fine-tuning recipe adds,
     such as `reference_in_slots`); they keep their initialisation and their names are returned.
+    allow_resized: so may tensors whose shape differs (the latent's in- and output layers, when a
+    model moves to an autoencoder with more latent channels).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from midas_cli.model.weights import HINT, reason
 
-    new = _check_model_weights(weights, model, against, allow_new)
+    new = _check_model_weights(weights, model, against, allow_new, allow_resized)
     try:
         state = load_file(weights)
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        model.load_state_dict({k: v.float() for k, v in state.items() if k not in new}, strict=False)
     except (SafetensorError, RuntimeError, ValueError, OSError) as e:  # the header was sound; the data is not
         raise MidasError(f"{weights}: cannot load the weights ({reason(e)}); {HINT}") from None
     return new

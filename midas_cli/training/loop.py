@@ -344,7 +344,7 @@ class TrainingRun:
             state = self.state
             resuming = state is not None and state["phase"] == name and bool(state.get("optimizer"))
             if not resuming and tr.init_from:
-                load_model_weights(self.model, tr.init_from, self.log)
+                load_model_weights(self.model, tr.init_from, self.log, allow_resized=tr.init_resized)
                 self.log(f"{name}: model weights from {tr.init_from}")
             self._train_phase(name, index, tr, shards, state if resuming else None)
             self.phase, self.state = name, None
@@ -476,13 +476,15 @@ class TrainingRun:
             f.write(json.dumps({"phase": phase, "step": step, **{k: scores.get(k) for k in keys}}) + "\n")
 
 
-def load_model_weights(model, checkpoint: str, log=None) -> None:
+def load_model_weights(model, checkpoint: str, log=None, allow_resized: bool = False) -> None:
     """A checkpoint's backbone, head and projector weights into `model` (same architecture, or one
-    that only adds modules: those keep their initialisation, zero for `reference_in_slots`)."""
+    that only adds modules: those keep their initialisation, zero for `reference_in_slots`; with
+    `allow_resized`, also tensors of another shape)."""
     from midas_cli.model.checkpoint import load_trainable_weights, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint) / "model.safetensors"
-    new = load_trainable_weights(model, path, against="this recipe's model", allow_new=True)
+    new = load_trainable_weights(model, path, against="this recipe's model", allow_new=True,
+                                 allow_resized=allow_resized)
     if new and log:
         log(f"not in {path}, kept as initialised: {', '.join(new)}")
 

@@ -121,6 +121,9 @@ class ModelTraining:
     # the text-free velocity that classifier-free guidance (`head.guidance`) needs.
     head_text_dropout: float = 0.0
     init_from: str | None = None  # start this phase from a checkpoint's model weights
+    # With init_from: tensors of another shape there keep their initialisation instead of failing
+    # (the latent's in- and output layers, when the model moves to a wider autoencoder latent).
+    init_resized: bool = False
     # Under torchrun: "ddp" (every rank holds the whole model and optimizer; small models) or
     # "fsdp" (PyTorch's fully_shard: parameters, gradients and optimizer state sharded over ranks).
     parallel: str = "ddp"
