@@ -486,7 +486,7 @@ def load_model_weights(model, checkpoint: str, log=None, allow_resized: bool = F
     new = load_trainable_weights(model, path, against="this recipe's model", allow_new=True,
                                  allow_resized=allow_resized)
     if new and log:
-        log(f"not in {path}, kept as initialised: {', '.join(new)}")
+        log(f"not in {path} (or of another shape there), kept as initialised: {', '.join(new)}")
 
 
 def reset_run(output: str | Path) -> None:
