@@ -621,6 +621,45 @@ def test_a_recipe_on_a_base_can_fine_tune_the_bases_autoencoder_and_encodes_the_
         assert torch.allclose(p, q, atol=1e-6)
 
 
+def test_a_recipe_on_a_base_can_train_a_wider_autoencoder_and_move_the_bases_model_to_it(tiny_data, tmp_path):
+    """`autoencoder.from_base: false` with a wider latent and `train.init_resized`: the autoencoder
+    is trained from scratch at the new width (not loaded from the base, which could not load), and
+    the model starts from the base's, all but the latent's in/out layers."""
+    import yaml
+
+    from midas_cli.model.checkpoint import load_model
+    from midas_cli.model.config import preset
+    from midas_cli.training.loop import train
+
+    base_file = tmp_path / "base.yaml"
+    base_file.write_text(yaml.safe_dump({
+        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
+        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
+        "eval": None, "checkpoint_every": 5}))
+    width = 2 * int(preset("tiny").autoencoder.architecture.get("latent_channels", 32))
+    wide_file = tmp_path / "wide.yaml"
+    wide = {"base": str(base_file), "model": "tiny", "data": {"dir": str(tiny_data)},
+            "model_overrides": {"autoencoder.architecture.latent_channels": width},
+            "output": str(tmp_path / "wide"), "autoencoder": {"from_base": False, "steps": 3, "batch_size": 2, "log_every": 1},
+            "train": {"steps": 0, "init_resized": True}, "eval": None, "checkpoint_every": 5}
+    wide_file.write_text(yaml.safe_dump(wide))
+    logs = []
+    out = train(load_recipe(wide_file), log=logs.append)
+    assert not any(m.startswith("autoencoder from") for m in logs)
+    assert any(m.startswith("autoencoder step 3/") for m in logs)
+    base_model, wide_model = load_model(tmp_path / "base" / "checkpoint"), load_model(out / "checkpoint")
+    assert wide_model.cfg.autoencoder.architecture["latent_channels"] == width
+    old, new = base_model.trainable_state_dict(), wide_model.trainable_state_dict()
+    resized = [k for k in new if new[k].shape != old[k].shape]
+    assert resized and all(torch.equal(new[k], old[k]) for k in new if k not in resized)
+
+    # without steps there would be no autoencoder at all: refused when the recipe is read
+    wide["autoencoder"]["steps"] = 0
+    wide_file.write_text(yaml.safe_dump(wide))
+    with pytest.raises(MidasError, match=r"wide\.yaml: autoencoder\.from_base: false leaves the autoencoder untrained"):
+        load_recipe(wide_file)
+
+
 def test_autoencoder_init_from_a_checkpoint_without_one_is_a_one_line_error(tiny_data, tmp_path):
     from midas_cli.training.loop import train
 

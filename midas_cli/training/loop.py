@@ -52,8 +52,9 @@ def _on_base(recipe: TrainRecipe, base_output: Path, log) -> TrainRecipe:
     """The recipe, set to start from its base's checkpoint."""
     ckpt = str(base_output / "checkpoint")
     log(f"starting from the base recipe's checkpoint {ckpt}")
+    ae = recipe.autoencoder
     return replace(recipe, base=None,
-                   autoencoder=replace(recipe.autoencoder, init_from=recipe.autoencoder.init_from or ckpt),
+                   autoencoder=replace(ae, init_from=ae.init_from or (ckpt if ae.from_base else None)),
                    train=replace(recipe.train, init_from=recipe.train.init_from or ckpt))
 
 

@@ -49,6 +49,9 @@ class AutoencoderTraining:
     # anew and the model phases that follow must adapt the base's model to them.
     steps: int = 2000
     init_from: str | None = None  # a checkpoint whose autoencoder to start from (e.g. to share one across ablations)
+    # On a `base`: false trains this autoencoder from scratch instead of the base's, e.g. one with
+    # a wider latent (`model_overrides`), that the base's model then moves to (`train.init_resized`).
+    from_base: bool = True
     batch_size: int = 16
     lr: float = 1e-3
     # Extra loss weight on edges (eyes, lips, outlines): a uniform pixel loss spends its early
@@ -284,6 +287,10 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
                          "edge_weight and mouth_weight >= 0")
     if not 0 <= dec.rollout_share <= 1:
         raise MidasError(f"{path}: decoder.rollout_share: {dec.rollout_share} must be in [0, 1]")
+    if recipe.base and not recipe.autoencoder.from_base and not recipe.autoencoder.init_from \
+            and recipe.autoencoder.steps == 0:
+        raise MidasError(f"{path}: autoencoder.from_base: false leaves the autoencoder untrained: give it steps "
+                         "(or an init_from)")
     if min(recipe.autoencoder.edge_weight, recipe.autoencoder.mouth_weight) < 0:
         raise MidasError(f"{path}: autoencoder: edge_weight and mouth_weight must be >= 0")
     recipe.finetune = [dataclass_from_dict(ModelTraining, ft, f"{path}: finetune[{i}]")
