@@ -67,6 +67,8 @@ def main() -> None:
                     help="add the true frames through the first checkpoint's autoencoder as a row")
     ap.add_argument("--each-autoencoder", action="store_true",
                     help="a row of the true frames through every checkpoint's autoencoder")
+    ap.add_argument("--no-rollout", action="store_true",
+                    help="leave the rollout rows out: compare autoencoders (e.g. one whose model is untrained)")
     ap.add_argument("--mouth", action="store_true", help="show the mouth of each frame, enlarged")
     ap.add_argument("--listening", type=int, default=0,
                     help="take N times at which the case listens with its mouth closed (overrides --at)")
@@ -92,7 +94,7 @@ def main() -> None:
     if args.each_autoencoder:
         rows += [(f"autoencoder, {label}", make_eval_generator(ckpt, reconstruct=True)(case))
                  for ckpt, label in zip(checkpoints, labels)]
-    for ckpt, label in zip(checkpoints, labels):
+    for ckpt, label in zip(checkpoints, labels) if not args.no_rollout else ():
         generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
         rows.append((label, generate(case)))
     if args.mouth:
