@@ -94,9 +94,10 @@ def main() -> None:
     if args.each_autoencoder:
         rows += [(f"autoencoder, {label}", make_eval_generator(ckpt, reconstruct=True)(case))
                  for ckpt, label in zip(checkpoints, labels)]
-    for ckpt, label in zip(checkpoints, labels) if not args.no_rollout else ():
-        generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
-        rows.append((label, generate(case)))
+    if not args.no_rollout:
+        for ckpt, label in zip(checkpoints, labels):
+            generate = make_eval_generator(ckpt, seed=args.seed, context_sigma=args.context_noise)
+            rows.append((label, generate(case)))
     if args.mouth:
         rows = [(label, mouth_crops(frames, case.pose[:len(frames)])) for label, frames in rows]
     strip(rows, at, case.fps).save(args.out)

@@ -577,6 +577,18 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def _tiny_base_recipe(data, tmp_path):
+    """A small base recipe (autoencoder and model, 5 steps each) for the recipes on a base."""
+    import yaml
+
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "tiny", "data": {"dir": str(data)}, "output": str(tmp_path / "base"),
+        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
+        "eval": None, "checkpoint_every": 5}))
+    return path
+
+
 def test_a_recipe_on_a_base_can_fine_tune_the_bases_autoencoder_and_encodes_the_data_anew(tiny_data, tmp_path):
     """`autoencoder.steps` on a base: the steps start from the base's autoencoder (not a fresh
     one), its latents are re-measured and re-encoded, and the model phases start from the base's
@@ -586,11 +598,7 @@ def test_a_recipe_on_a_base_can_fine_tune_the_bases_autoencoder_and_encodes_the_
     from midas_cli.model.checkpoint import load_model
     from midas_cli.training.loop import train
 
-    base_file = tmp_path / "base.yaml"
-    base_file.write_text(yaml.safe_dump({
-        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
-        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
-        "eval": None, "checkpoint_every": 5}))
+    base_file = _tiny_base_recipe(tiny_data, tmp_path)
 
     def child(out, ae_lr):
         path = tmp_path / f"{out}.yaml"
@@ -631,16 +639,13 @@ def test_a_recipe_on_a_base_can_train_a_wider_autoencoder_and_move_the_bases_mod
     from midas_cli.model.config import preset
     from midas_cli.training.loop import train
 
-    base_file = tmp_path / "base.yaml"
-    base_file.write_text(yaml.safe_dump({
-        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
-        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
-        "eval": None, "checkpoint_every": 5}))
+    base_file = _tiny_base_recipe(tiny_data, tmp_path)
     width = 2 * int(preset("tiny").autoencoder.architecture.get("latent_channels", 32))
     wide_file = tmp_path / "wide.yaml"
     wide = {"base": str(base_file), "model": "tiny", "data": {"dir": str(tiny_data)},
             "model_overrides": {"autoencoder.architecture.latent_channels": width},
-            "output": str(tmp_path / "wide"), "autoencoder": {"from_base": False, "steps": 3, "batch_size": 2, "log_every": 1},
+            "output": str(tmp_path / "wide"),
+            "autoencoder": {"from_base": False, "steps": 3, "batch_size": 2, "log_every": 1},
             "train": {"steps": 0, "init_resized": True}, "eval": None, "checkpoint_every": 5}
     wide_file.write_text(yaml.safe_dump(wide))
     logs = []
