@@ -530,6 +530,19 @@ def test_head_repeats_draw_the_flow_loss_several_times_per_backbone_pass(monkeyp
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
 
 
+def _tiny_base_recipe(data, tmp_path, model_steps=5):
+    """A small base recipe (5 autoencoder steps, then `model_steps` model steps, checkpointed at
+    the end) for the recipes on a base."""
+    import yaml
+
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "tiny", "data": {"dir": str(data)}, "output": str(tmp_path / "base"),
+        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": model_steps, "batch_size": 2, "warmup": 2},
+        "eval": None, "checkpoint_every": model_steps}))
+    return path
+
+
 def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_data, tmp_path):
     """`base`: the base recipe is trained first and the recipe starts from its checkpoint; a
     fine-tuning phase (here with the reference path and re-made history) killed mid-way resumes
@@ -539,11 +552,7 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
     from midas_cli.model.checkpoint import load_model
     from midas_cli.training.loop import train
 
-    base_file = tmp_path / "base.yaml"
-    base_file.write_text(yaml.safe_dump({
-        "model": "tiny", "data": {"dir": str(tiny_data)}, "output": str(tmp_path / "base"),
-        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 10, "batch_size": 2, "warmup": 2},
-        "eval": None, "checkpoint_every": 10}))
+    base_file = _tiny_base_recipe(tiny_data, tmp_path, model_steps=10)
 
     def child(out, extra=()):
         path = tmp_path / f"{out}.yaml"
@@ -575,18 +584,6 @@ def test_a_recipe_on_a_base_fine_tunes_its_checkpoint_and_resumes_exactly(tiny_d
     assert a["step"] == b["step"] == 20
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-
-
-def _tiny_base_recipe(data, tmp_path):
-    """A small base recipe (autoencoder and model, 5 steps each) for the recipes on a base."""
-    import yaml
-
-    path = tmp_path / "base.yaml"
-    path.write_text(yaml.safe_dump({
-        "model": "tiny", "data": {"dir": str(data)}, "output": str(tmp_path / "base"),
-        "autoencoder": {"steps": 5, "batch_size": 2}, "train": {"steps": 5, "batch_size": 2, "warmup": 2},
-        "eval": None, "checkpoint_every": 5}))
-    return path
 
 
 def test_a_recipe_on_a_base_can_fine_tune_the_bases_autoencoder_and_encodes_the_data_anew(tiny_data, tmp_path):
