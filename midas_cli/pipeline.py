@@ -130,7 +130,8 @@ def encode_reference(model: MidasModel, ref: np.ndarray) -> torch.Tensor:
 def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray], None], *, seed: int = 0,
            steps: int | None = None, context_sigma: float | None = None, on_chunk: Callable[[int, int], None] | None = None,
            on_chunk_stats: Callable[[int, float], None] | None = None, pipeline: bool = True,
-           channels_last: bool = True, guidance: float | None = None) -> RenderStats:
+           channels_last: bool = True, guidance: float | None = None,
+           temperature: float | None = None) -> RenderStats:
     """Generate `inputs.n_frames` frames, handing each uint8 (H, W, 3) frame to `sink` as it is decoded.
 
     With `pipeline` (the default) chunk c is decoded and handed to the sink on a worker thread
@@ -146,7 +147,8 @@ def render(model: MidasModel, inputs: RenderInputs, sink: Callable[[np.ndarray],
     set_conv_layout(model.autoencoder, torch.channels_last if channels_last else torch.contiguous_format)
     torch.manual_seed(seed)
     stats = RenderStats(frames=0, seconds=inputs.n_frames / FPS)
-    engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed, guidance=guidance)
+    engine = StreamingEngine(model, context_sigma=context_sigma, steps=steps, seed=seed, guidance=guidance,
+                             temperature=temperature)
     grid = model.cfg.latent_grid
     f = model.cfg.frames_per_chunk
     n_chunks = math.ceil(inputs.n_frames / f)
@@ -246,16 +248,18 @@ def check_guidance(model: MidasModel, guidance: float | None, checkpoint: str | 
 
 
 def model_generator(model: MidasModel, seed: int = 0, context_sigma: float | None = None,
-                    steps: int | None = None, guidance: float | None = None):
+                    steps: int | None = None, guidance: float | None = None, temperature: float | None = None):
     """A `generate(case) -> uint8 (T, H, W, 3)` callable for `midas_cli.evaluation.evaluate`;
     `steps`: the head's Euler steps per frame (None: the checkpoint's); `guidance`: the head's
-    text guidance scale (None: the checkpoint's `head.guidance`)."""
+    text guidance scale (None: the checkpoint's `head.guidance`); `temperature`: the head's
+    starting noise scale (None: the checkpoint's `head.temperature`)."""
 
     def generate(case) -> np.ndarray:
         inputs = RenderInputs(ref=case.ref, audio=case.audio, n_frames=case.n_frames, listen_audio=case.listen_audio,
                               pose=case.pose, prompts=list(case.prompts))
         frames: list[np.ndarray] = []
-        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma, steps=steps, guidance=guidance)
+        render(model, inputs, frames.append, seed=seed, context_sigma=context_sigma, steps=steps, guidance=guidance,
+               temperature=temperature)
         return np.stack(frames)
 
     return generate
@@ -286,14 +290,16 @@ def reconstruction_generator(model: MidasModel, batch: int = 32):
 
 def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = True, seed: int = 0,
                         device: str = "auto", reconstruct: bool = False, context_sigma: float | None = None,
-                        steps: int | None = None, guidance: float | None = None):
+                        steps: int | None = None, guidance: float | None = None,
+                        temperature: float | None = None):
     """Load a checkpoint (None: the shipped demo) and wrap it for evaluation.
 
     `noise_injection=False` feeds generated context frames clean (σ = 0) at inference, and
     `context_sigma` gives them that level instead of the checkpoint's `noise.inference_sigma`;
     `reconstruct=True` scores its autoencoder on the true frames instead (`reconstruction_generator`);
     `steps`: the head's Euler steps per frame (None: the checkpoint's); `guidance`: the head's
-    text guidance scale (None: the checkpoint's).
+    text guidance scale (None: the checkpoint's); `temperature`: the head's starting noise scale
+    (None: the checkpoint's).
     """
     from midas_cli.devices import pick_device, pick_dtype
     from midas_cli.model.checkpoint import load_model
@@ -304,4 +310,4 @@ def make_eval_generator(checkpoint: str | None = None, noise_injection: bool = T
         return reconstruction_generator(model)
     check_guidance(model, guidance, checkpoint)
     return model_generator(model, seed, context_sigma=context_sigma if noise_injection else 0.0, steps=steps,
-                           guidance=guidance)
+                           guidance=guidance, temperature=temperature)

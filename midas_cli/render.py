@@ -19,7 +19,7 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
                    prompt: str | None = None, prompts: Path | None = None, checkpoint: str | None = None,
                    seed: int = 0, steps: int | None = None, device: str = "auto", dtype: str = "auto",
                    duration: float | None = None, context_noise: float | None = None, guidance: float | None = None,
-                   model=None, progress=True):
+                   temperature: float | None = None, model=None, progress=True):
     """Render one clip to `out` (written to a temporary file, renamed when complete). Returns RenderStats."""
     from midas_cli.media.audio import SAMPLE_RATE, load_audio, write_wav
     from midas_cli.media.pose import load_pose
@@ -30,6 +30,8 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
 
     if steps is not None and steps < 1:
         raise MidasError(f"--steps {steps}: must be at least 1")
+    if temperature is not None and temperature < 0:
+        raise MidasError(f"--temperature {temperature:g}: must be ≥ 0 (1 = the head's full noise)")
     if duration is not None and duration <= 0:
         raise MidasError(f"--duration {duration}: must be positive")
     if prompt is not None and prompts is not None:
@@ -73,10 +75,10 @@ def generate_video(audio: Path, ref: Path, out: Path, *, listen_audio: Path | No
                 with progress_bar() as bar:
                     task = bar.add_task("generating", total=n_frames)
                     stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise,
-                                   guidance=guidance, on_chunk=lambda c, n: bar.update(task, completed=min(c * cfg.frames_per_chunk, n_frames)))
+                                   guidance=guidance, temperature=temperature, on_chunk=lambda c, n: bar.update(task, completed=min(c * cfg.frames_per_chunk, n_frames)))
             else:
                 stats = render(model, inputs, w.write, seed=seed, steps=steps, context_sigma=context_noise,
-                               guidance=guidance)
+                               guidance=guidance, temperature=temperature)
     return stats
 
 

@@ -130,6 +130,7 @@ def _bad_inputs(media: Path, tmp: Path):
         (["--audio", a, "--ref", f, "--steps", "0"], "--steps", "at least 1"),
         (["--audio", a, "--ref", f, "--guidance", "2"], "--guidance 2", "no text input in its diffusion head"),
         (["--audio", a, "--ref", f, "--guidance", "-1"], "--guidance -1", "must be ≥ 0"),
+        (["--audio", a, "--ref", f, "--temperature", "-1"], "--temperature -1", "must be ≥ 0"),
         (["--audio", a, "--ref", f, "--duration", "-2"], "--duration", "positive"),
         (["--audio", a, "--ref", f, "--prompt", "   "], "--prompt", "empty"),
         (["--audio", a, "--ref", f, "--checkpoint", str(tmp / "no_ckpt")], "no_ckpt", "no such checkpoint"),

@@ -191,6 +191,30 @@ def test_eval_head_steps_reach_the_render(tiny_model):
     assert not np.array_equal(default, one)
 
 
+def test_temperature_scales_the_heads_starting_noise(tiny_model):
+    """`--temperature`: the checkpoint's head.temperature by default; 1 is the plain sample, another
+    value changes it, and 0 starts every Euler path at the mean, so with clean context the rollout
+    no longer depends on the seed."""
+    import torch
+
+    from midas_cli.pipeline import model_generator
+
+    with torch.no_grad():  # a head that moves its sample (a fresh one predicts velocity 0)
+        torch.nn.init.normal_(tiny_model.head.final_layer.linear.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    case = make_eval_cases(1, 1.0, 0, tiny_model.cfg.autoencoder.width)[0]
+    default = model_generator(tiny_model, seed=3)(case)
+    assert np.array_equal(default, model_generator(tiny_model, seed=3, temperature=1.0)(case))
+    cooler = model_generator(tiny_model, seed=3, temperature=0.4)(case)
+    assert not np.array_equal(default, cooler)
+    tiny_model.cfg.head.temperature = 0.4  # the checkpoint's default is what None picks
+    assert np.array_equal(cooler, model_generator(tiny_model, seed=3)(case))
+    a = model_generator(tiny_model, seed=3, temperature=0.0, context_sigma=0.0)(case)
+    b = model_generator(tiny_model, seed=4, temperature=0.0, context_sigma=0.0)(case)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(model_generator(tiny_model, seed=3, temperature=1.0, context_sigma=0.0)(case),
+                              model_generator(tiny_model, seed=4, temperature=1.0, context_sigma=0.0)(case))
+
+
 def test_eval_guidance_reaches_the_render(tiny_model):
     """`midas eval --guidance`: the head's text guidance of the scored rollout; 1 is the
     unguided rollout, and a checkpoint without a text input in its head refuses any other."""

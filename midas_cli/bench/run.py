@@ -92,6 +92,7 @@ def run_bench(name: str | None = None, seconds: float = 60.0, device: str = "cpu
         "torch_threads": torch.get_num_threads(),
         "pipeline": pipeline,
         "guidance": _guidance(model, guidance),
+        "temperature": model.cfg.head.temperature,
         "seconds": stats.seconds,
         "frames": stats.frames,
         "chunks": len(times),

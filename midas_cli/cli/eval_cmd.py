@@ -88,6 +88,9 @@ def eval_cmd(
     guidance: Annotated[Optional[float], typer.Option(
         "--guidance", help="Classifier-free guidance scale on the prompt in the diffusion head "
         "(1 = none; default: the checkpoint's head.guidance; needs text_in_head).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        "--temperature", min=0.0, help="Scale of the diffusion head's starting noise (1 = full "
+        "noise, 0 = deterministic; default: the checkpoint's head.temperature).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with all metrics on stdout (nothing else).")] = False,
     size: Annotated[int, typer.Option(
@@ -120,7 +123,8 @@ def eval_cmd(
         pick_device(device)  # a bad --device fails here, before any work
         generate = make_eval_generator(checkpoint, noise_injection=not no_noise_injection,
                                        seed=seed, device=device, reconstruct=baseline == "autoencoder",
-                                       context_sigma=context_noise, steps=steps, guidance=guidance)
+                                       context_sigma=context_noise, steps=steps, guidance=guidance,
+                                       temperature=temperature)
         name = checkpoint or "demo"
         if baseline is not None:
             name = f"baseline:{baseline}({name})"
@@ -129,6 +133,7 @@ def eval_cmd(
     result = evaluate(generate, eval_cases, progress=True)
     result = {"generator": name, "noise_injection": baseline is None and not no_noise_injection,
               "context_noise": context_noise, "steps": steps, "guidance": guidance,
+              "temperature": temperature,
               "seed": seed, "size": size, **result}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

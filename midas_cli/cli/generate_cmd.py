@@ -33,10 +33,14 @@ def generate(
     guidance: Annotated[float | None, typer.Option(
         help="Classifier-free guidance scale on the prompt in the diffusion head (1 = none; default: "
              "the checkpoint's). Needs a checkpoint with text_in_head; s ≠ 1 costs a second head pass.")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Scale of the diffusion head's starting noise (1 = full noise, 0 = deterministic; "
+                      "default: the checkpoint's, 0.4 for the demo). Lower trades variety for fidelity.")] = None,
 ):
     """Render a talking-head video from speech and one photo."""
     stats = generate_video(audio, ref, out, listen_audio=listen_audio, pose=pose, prompt=prompt, prompts=prompts,
                            checkpoint=checkpoint, seed=seed, steps=steps, device=device, dtype=dtype,
-                           duration=duration, context_noise=context_noise, guidance=guidance)
+                           duration=duration, context_noise=context_noise, guidance=guidance,
+                           temperature=temperature)
     console_err.print(f"wrote {out}: {stats.frames} frames, {stats.seconds:.2f} s of video in {stats.wall_s:.2f} s "
                       f"(real-time factor {stats.rtf:.2f})", highlight=False)

@@ -33,7 +33,7 @@ from midas_cli.model.midas import ChunkFeatures, MidasModel
 class StreamingEngine:
     def __init__(self, model: MidasModel, window_chunks: int | None = None, context_sigma: float | None = None,
                  steps: int | None = None, seed: int = 0, record_hidden: bool = False,
-                 guidance: float | None = None):
+                 guidance: float | None = None, temperature: float | None = None):
         cfg = model.cfg
         self.model = model
         self.window = window_chunks if window_chunks is not None else cfg.window_chunks
@@ -44,6 +44,10 @@ class StreamingEngine:
         self.guidance = cfg.head.guidance if guidance is None else float(guidance)
         if self.guidance != 1.0 and model.head_text is None:
             raise ValueError("guidance needs a model with text_in_head (its head has no text input to guide)")
+        # the head's starting noise scale (None: the checkpoint's head.temperature)
+        self.temperature = cfg.head.temperature if temperature is None else float(temperature)
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0, got {self.temperature}")
         self.seed = seed
         self.record_hidden = record_hidden
         self.timings = {"backbone": 0.0, "head": 0.0}
@@ -100,6 +104,8 @@ class StreamingEngine:
             self.hidden_trace.append(hidden.detach().clone())
         noise = torch.randn(hidden.shape[0], hidden.shape[1], self.model.cfg.latent_channels,
                             generator=self.generator, device=hidden.device, dtype=hidden.dtype)
+        if self.temperature != 1.0:
+            noise = noise * self.temperature
         with self._timed("head"):
             cond = self.model.head_condition(hidden[:, None], text[:, None])[:, 0]
             return euler_sample(self.model.head, cond, noise, self.steps, self.model.cfg.head.time_shift,

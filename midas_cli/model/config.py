@@ -85,6 +85,10 @@ class HeadConfig:
     # Classifier-free guidance scale on the head's text input (`MidasConfig.text_in_head`) at
     # inference: velocity v_u + s·(v_c − v_u); 1 is no guidance (one head pass, not two).
     guidance: float = 1.0
+    # Scale of the head's starting noise at inference (MAR's sampling temperature): below 1 the
+    # Euler path starts nearer the mean, trading the spread of samples for fidelity; 0 makes the
+    # head deterministic. Training never sees it, so it can be changed on a finished checkpoint.
+    temperature: float = 1.0
 
 
 @dataclass
@@ -211,6 +215,8 @@ class MidasConfig:
             bad("window_chunks", "must be at least 1")
         if self.head.guidance < 0 or (self.head.guidance != 1 and not self.text_in_head):
             bad("head.guidance", "must be ≥ 0, and 1 unless text_in_head: true")
+        if not 0 <= self.head.temperature <= 10:
+            bad("head.temperature", "must be in [0, 10]")
         if self.text_in_slots and not self.frame_conditions:
             bad("text_in_slots", "needs frame_conditions: true")
         longest = self.tokens_per_frame + (self.window_chunks + 1) * self.tokens_per_chunk
