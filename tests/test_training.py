@@ -38,7 +38,8 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
         return json.loads(json.dumps(cfg.to_dict()))
 
     shipped = plain(MidasConfig.load(demo_checkpoint_path() / "config.json"))
-    recipe = plain(load_recipe("demo").model_config())
+    demo = load_recipe("demo")
+    recipe = plain(demo.sampled_config(demo.model_config()))
     for cfg in (shipped, recipe):
         for part in ("autoencoder", "audio", "text"):
             cfg[part].pop("pretrained", None)
@@ -64,6 +65,8 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("decoder.rollout_share=1.5", "decoder.rollout_share"),
     ("autoencoder.mouth_weight=-1", "autoencoder: edge_weight and mouth_weight must be"),
     ("decoder.steps=x", "decoder.steps"),
+    ("sampling={backbone.hidden_size: 3}", "sampling: backbone.hidden_size: not an inference setting"),
+    ("sampling={head.temperature: -1}", "head.temperature"),
 ])
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
@@ -126,6 +129,27 @@ def test_short_training_lowers_the_loss_and_resumes_exactly(tiny_data, tmp_path)
     assert a["step"] == b["step"] == 60
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_sampling_settings_reach_the_saved_checkpoint_and_nothing_in_training(tiny_data, tmp_path):
+    """A recipe's `sampling` is written into the checkpoint's config only: the weights and the
+    evaluations during training are those of the same recipe without it."""
+    import json
+
+    from midas_cli.model.checkpoint import load_model
+    from midas_cli.training.loop import train
+
+    common = ["eval.cases=1", "eval.seconds=1.0"]
+    plain = train(_recipe(tiny_data, tmp_path / "a", 10, common), log=lambda m: None)
+    cooled = train(_recipe(tiny_data, tmp_path / "b", 10, [*common, "sampling={head.temperature: 0.0}"]),
+                   log=lambda m: None)
+    a = torch.load(plain / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(cooled / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (plain / "eval.jsonl").read_text() and (plain / "eval.jsonl").read_text() == (cooled / "eval.jsonl").read_text()
+    assert json.loads((plain / "checkpoint" / "config.json").read_text())["head"]["temperature"] == 1.0
+    assert json.loads((cooled / "checkpoint" / "config.json").read_text())["head"]["temperature"] == 0.0
+    assert load_model(cooled / "checkpoint").cfg.head.temperature == 0.0
 
 
 def test_edge_weighted_loss_puts_weight_on_edges():

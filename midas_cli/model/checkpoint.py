@@ -42,12 +42,13 @@ def _is_hub_id(ref: str | None) -> bool:
 
 
 def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = None,
-                    state_dict: dict | None = None) -> Path:
+                    state_dict: dict | None = None, config=None) -> Path:
     """Write `model` as a checkpoint folder at `path` (replacing it atomically).
 
     state_dict: the model's full state to write instead of its own (an FSDP-sharded model's
     parameters are shards; pass `training.parallel.full_state_dicts`' gathered one). Sub-folder
     components (autoencoder, encoders) are still written from `model`: FSDP leaves them whole.
+    config: the MidasConfig to write instead of `model.cfg` (with a recipe's `sampling` settings).
     """
     from safetensors.torch import save_file
 
@@ -55,7 +56,7 @@ def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = 
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cfg = copy.deepcopy(model.cfg)
+    cfg = copy.deepcopy(model.cfg if config is None else config)
     try:
         if not _is_hub_id(cfg.autoencoder.pretrained):
             model.autoencoder.dcae.save_pretrained(tmp / SUBFOLDERS["autoencoder"])

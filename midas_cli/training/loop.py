@@ -457,9 +457,10 @@ class TrainingRun:
         from midas_cli.model.checkpoint import save_checkpoint
 
         self.model.eval()
-        save_checkpoint(self.model, self.out / "checkpoint", state_dict=state_dict)
+        cfg = self.recipe.sampled_config(self.model.cfg)
+        save_checkpoint(self.model, self.out / "checkpoint", state_dict=state_dict, config=cfg)
         if keep_as:
-            save_checkpoint(self.model, self.out / "checkpoints" / keep_as, state_dict=state_dict)
+            save_checkpoint(self.model, self.out / "checkpoints" / keep_as, state_dict=state_dict, config=cfg)
 
     def _validate(self, phase: str, step: int) -> None:
         """A small `midas eval` on held-out synthetic cases, logged next to the loss."""

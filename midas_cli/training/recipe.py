@@ -155,6 +155,10 @@ class TrainRecipe:
     # over a folder of that name; write ./demo for the folder.
     model: str = "demo"
     model_overrides: dict = field(default_factory=dict)  # dotted config fields, e.g. {"noise.sigma_max": 0}
+    # Inference settings (dotted, SAMPLING_FIELDS only) written into every saved checkpoint's
+    # config.json. Training, its rollouts and its evaluations run without them, so they can be
+    # chosen on a finished model without changing how it was made.
+    sampling: dict = field(default_factory=dict)
     data: DataRecipe = field(default_factory=DataRecipe)
     autoencoder: AutoencoderTraining = field(default_factory=AutoencoderTraining)
     train: ModelTraining = field(default_factory=ModelTraining)
@@ -184,18 +188,32 @@ class TrainRecipe:
 
     def model_config(self) -> MidasConfig:
         """The preset or config file `model` names, with `model_overrides` applied on top."""
-        cfg = _base_model_config(self.model)
-        for key, value in self.model_overrides.items():
-            node = cfg
-            *parents, leaf = key.split(".")
-            for p in parents:
-                if not isinstance(node.get(p), dict):
-                    raise MidasError(f"model_overrides: {key}: no such model config field")
-                node = node[p]
-            if leaf not in node:
-                raise MidasError(f"model_overrides: {key}: no such model config field")
-            node[leaf] = value
-        return MidasConfig.from_dict(cfg, "model_overrides")
+        return MidasConfig.from_dict(_set_dotted(_base_model_config(self.model), self.model_overrides,
+                                                 "model_overrides"), "model_overrides")
+
+    def sampled_config(self, cfg: MidasConfig) -> MidasConfig:
+        """`cfg` with the recipe's `sampling` settings: the config a saved checkpoint carries."""
+        if not self.sampling:
+            return cfg
+        return MidasConfig.from_dict(_set_dotted(cfg.to_dict(), self.sampling, "sampling"), "sampling")
+
+
+# the config fields only inference reads, which `sampling` may set on a trained model
+SAMPLING_FIELDS = ("head.temperature", "head.steps", "head.guidance", "noise.inference_sigma")
+
+
+def _set_dotted(cfg: dict, overrides: dict, where: str) -> dict:
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise MidasError(f"{where}: {key}: no such model config field")
+            node = node[p]
+        if leaf not in node:
+            raise MidasError(f"{where}: {key}: no such model config field")
+        node[leaf] = value
+    return cfg
 
 
 def _base_model_config(model: str) -> dict:
@@ -278,7 +296,13 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
     recipe = dataclass_from_dict(TrainRecipe, data, str(path))
     if recipe.data.workers < 0 or recipe.data.shard_mb <= 0:
         raise MidasError(f"{path}: data.workers must be >= 0 and data.shard_mb > 0")
-    text_in_head = recipe.model_config().text_in_head  # fail now, with the field's name, if an override is wrong
+    model_cfg = recipe.model_config()  # fail now, with the field's name, if an override is wrong
+    text_in_head = model_cfg.text_in_head
+    for key in recipe.sampling:
+        if key not in SAMPLING_FIELDS:
+            raise MidasError(f"{path}: sampling: {key}: not an inference setting (sampling takes "
+                             f"{', '.join(SAMPLING_FIELDS)}; the rest belongs in model_overrides)")
+    recipe.sampled_config(model_cfg)  # and a bad value here
     _warn_eval_on_real_data(recipe, path)
     dec = recipe.decoder
     if dec.steps < 0 or dec.batch_size < 1 or dec.lr <= 0 or min(dec.latent_noise, dec.edge_weight,
