@@ -35,7 +35,7 @@ def generate(
              "the checkpoint's). Needs a checkpoint with text_in_head; s ≠ 1 costs a second head pass.")] = None,
     temperature: Annotated[float | None, typer.Option(
         help="Scale of the diffusion head's starting noise (1 = full noise, 0 = deterministic; "
-                      "default: the checkpoint's, 0.4 for the demo). Lower trades variety for fidelity.")] = None,
+             "default: the checkpoint's, 0.4 for the demo). Lower trades variety for fidelity.")] = None,
 ):
     """Render a talking-head video from speech and one photo."""
     stats = generate_video(audio, ref, out, listen_audio=listen_audio, pose=pose, prompt=prompt, prompts=prompts,

@@ -42,7 +42,7 @@ def _is_hub_id(ref: str | None) -> bool:
 
 
 def save_checkpoint(model, path: str | os.PathLike, dtype: torch.dtype | None = None,
-                    state_dict: dict | None = None, config=None) -> Path:
+                    state_dict: dict | None = None, config: MidasConfig | None = None) -> Path:
     """Write `model` as a checkpoint folder at `path` (replacing it atomically).
 
     state_dict: the model's full state to write instead of its own (an FSDP-sharded model's
