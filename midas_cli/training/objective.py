@@ -101,7 +101,7 @@ def sequence_loss(model: MidasModel, ref_tokens: torch.Tensor, frames: torch.Ten
         # its still tokens (the closed mouth, which the change weight leaves at ~1/17 of a token)
         # get L each: what the interlocutor's voice should not do to the mouth is the lesson
         extra = listening_weight * listening.to(frames.device).float().flatten()[:, None]  # (B*T, 1)
-        weight = (torch.ones(b * t, frames.shape[2], device=frames.device) if weight is None else weight) + extra
+        weight = (1 if weight is None else weight) + extra
     context = model.noise.corrupt(previous, buckets, generator)
     cond = model.slot_hidden(ref_tokens, context, feats, buckets)  # (B, T, N, H)
     if model.head_text is not None:
